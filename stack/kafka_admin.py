@@ -1,0 +1,83 @@
+"""Small Kafka admin helpers over kafka-python: is a broker there, make sure topics exist."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from framestream.errors import DeadlineExceeded
+
+log = logging.getLogger(__name__)
+
+
+def admin_client(bootstrap: str, timeout: float = 30.0) -> KafkaAdminClient:
+    ms = int(timeout * 1000)
+    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="framestream-admin",
+                            request_timeout_ms=max(ms, 1000), bootstrap_timeout_ms=ms)
+
+
+def _port_open(hostport: str, timeout: float) -> bool:
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
+    """True if a broker at ``bootstrap`` answers a metadata request within ``timeout`` seconds."""
+    # A plain TCP probe first: kafka-python leaks the socket of a refused connection attempt.
+    if not any(_port_open(hp, timeout) for hp in bootstrap.split(",")):
+        return False
+    try:
+        with admin_client(bootstrap, timeout) as admin:
+            admin.list_topics()
+        return True
+    except (KafkaError, OSError):
+        return False
+
+
+def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
+                  timeout: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet and wait until every partition has a leader.
+
+    Returns the names that were created. Existing topics are left as they are (whatever their
+    partition count: changing it would reshuffle keys).
+    """
+    names = list(dict.fromkeys(names))
+    with admin_client(bootstrap, timeout) as admin:
+        existing = set(admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            spec = {n: {"num_partitions": partitions, "replication_factor": 1} for n in missing}
+            try:
+                admin.create_topics(spec, timeout_ms=int(timeout * 1000))
+            except TopicAlreadyExistsError:
+                pass  # raced with another creator: fine, it exists now
+            log.info("created topics %s (%d partitions)", missing, partitions)
+        try:
+            admin.wait_for_topics(names, timeout_ms=int(timeout * 1000))
+        except KafkaError as exc:
+            raise DeadlineExceeded("ensure_topics", f"leaders for topics {names} at {bootstrap}",
+                                   timeout, "FRAMESTREAM_KAFKA_REQUEST_TIMEOUT_S", str(exc)) from exc
+    return missing
+
+
+def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -> None:
+    names = list(names)
+    if not names:
+        return
+    with admin_client(bootstrap, timeout) as admin:
+        admin.delete_topics(names, timeout_ms=int(timeout * 1000), raise_errors=False)
+
+
+def describe(bootstrap: str, timeout: float = 10.0) -> dict[str, int]:
+    """Topic name -> partition count, for `make status`."""
+    with admin_client(bootstrap, timeout) as admin:
+        return {t["name"]: len(t.get("partitions") or [])
+                for t in admin.describe_topics() if not t["name"].startswith("__")}
