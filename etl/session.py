@@ -1,0 +1,72 @@
+"""The SparkSession every framestream Spark job uses: Kafka source jars, the venv's Python, loopback.
+
+Under ``spark-submit`` the master and other flags given there win; run directly (tests, demo) the
+session is ``local[2]`` by default. The Kafka connector jars come from ``make setup`` (Maven
+Central), never from Ivy at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from framestream.paths import REPO, jars
+from framestream.settings import check, settings_section
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+@settings_section("spark")
+@dataclass(frozen=True)
+class SparkSettings:
+    master: str = "local[2]"       # ignored when spark-submit already chose one
+    app_name: str = "framestream"
+    shuffle_partitions: int = field(default=4, metadata=check(lambda v: v >= 1, ">= 1"))
+    driver_memory: str = "1g"
+    ui: bool = True
+    bind_address: str = "127.0.0.1"
+    log_level: str = field(default="WARN", metadata=check(
+        lambda v: v in ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"), "a log4j level"))
+
+
+def kafka_jars() -> list[str]:
+    return [str(p) for p in jars("spark-kafka")]
+
+
+def spark_session(settings: SparkSettings | None = None, **conf: str) -> "SparkSession":
+    """Get or create the session with the Kafka source on its classpath."""
+    s = settings or SparkSettings.load()
+    # Spark's Python workers must run the venv's interpreter and see the project's packages.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", s.bind_address)
+    pythonpath = os.environ.get("PYTHONPATH", "")
+    if str(REPO) not in pythonpath.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), pythonpath) if p)
+
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    submitted = SparkConf()  # holds spark-submit's flags when we run under it
+    builder = SparkSession.builder.appName(s.app_name)
+    if not submitted.contains("spark.master"):
+        builder = builder.master(s.master)
+        builder = builder.config("spark.driver.memory", s.driver_memory)
+    existing = [j for j in submitted.get("spark.jars", "").split(",") if j]
+    builder = (builder
+               .config("spark.jars", ",".join(existing + kafka_jars()))
+               .config("spark.sql.shuffle.partitions", str(s.shuffle_partitions))
+               .config("spark.ui.enabled", str(s.ui).lower())
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.driver.bindAddress", s.bind_address)
+               .config("spark.driver.host", s.bind_address)
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"]))
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(s.log_level)
+    return spark

@@ -1,0 +1,95 @@
+"""Build and run ``mpirun`` command lines for the project's one MPI (Debian's OpenMPI).
+
+Everything a caller needs to start ranks on this machine or on a hostfile: the root-permission
+variables OpenMPI wants, ``--oversubscribe`` past the core count, no core binding (ranks size their
+own thread pools), and the venv's Python so ranks import the same packages as the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from framestream.errors import DeadlineExceeded, ServiceError
+from framestream.paths import REPO
+from launcher.errors import RankFailed
+
+
+def mpirun_path() -> str:
+    path = shutil.which("mpirun")
+    if not path:
+        raise ServiceError("no `mpirun` on PATH: run `make setup` (installs Debian's openmpi-bin)")
+    return path
+
+
+def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for mpirun: ours plus what OpenMPI needs here."""
+    env = dict(os.environ)
+    if os.geteuid() == 0:
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    # Cross-memory-attach needs ptrace rights that containers often lack; shared memory copy is fine.
+    env.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+    # Ranks import the project's packages from the checkout, wherever mpirun starts them.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.update(extra or {})
+    return env
+
+
+def mpirun_cmd(n: int, module: str, args: Sequence[str] = (), *, hostfile: Path | None = None,
+               python: str | None = None, oversubscribe: bool | None = None,
+               mca: Mapping[str, str] | None = None, tag_output: bool = False) -> list[str]:
+    """``mpirun -n N ... python -m module args``. Oversubscribes when N exceeds the local cores."""
+    if n < 1:
+        raise ValueError(f"ranks must be >= 1, got {n}")
+    if oversubscribe is None:
+        oversubscribe = hostfile is None and n > (os.cpu_count() or 1)
+    cmd = [mpirun_path(), "-n", str(n), "--bind-to", "none"]
+    if hostfile is not None:
+        cmd += ["--hostfile", str(hostfile)]
+    if oversubscribe:
+        cmd.append("--oversubscribe")
+    if tag_output:
+        cmd.append("--tag-output")
+    for key, value in (mca or {}).items():
+        cmd += ["--mca", key, value]
+    return cmd + [python or sys.executable, "-m", module, *args]
+
+
+def run_mpi(n: int, module: str, args: Sequence[str] = (), *, timeout: float,
+            env: Mapping[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run an MPI job to completion within ``timeout`` seconds; raise RankFailed on failure.
+
+    mpirun runs in its own process group, so a timeout takes down every rank with it.
+    """
+    cmd = mpirun_cmd(n, module, args, **kw)  # type: ignore[arg-type]
+    proc = subprocess.Popen(cmd, env=mpi_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+        raise DeadlineExceeded("run_mpi", f"`mpirun -n {n} python -m {module}` to finish",
+                               timeout, detail=err[-2000:]) from None
+    if proc.returncode != 0:
+        raise RankFailed(proc.returncode, err[-4000:])
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
+    """SIGTERM the process group of ``proc`` (mpirun forwards it to the ranks), SIGKILL after
+    ``grace`` seconds."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(grace)
+    except ProcessLookupError:
+        pass
