@@ -1,0 +1,119 @@
+"""The wire protocol: exact round trips, and a clear ProtocolError for anything malformed."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mpi_workers.protocol import (DTYPES, MAX_HEADER_BYTES, Message, Op, ProtocolError, decode,
+                                  encode)
+
+
+def _wire(frames: list) -> list[bytes]:
+    return [bytes(f) for f in frames]  # what arrives on the other side: plain bytes
+
+
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+def test_round_trip_every_dtype(dtype: str) -> None:
+    arr = (np.arange(24) % 7).astype(dtype).reshape(2, 3, 4)
+    msg = Message(Op.RESULT, "req-1", (arr,), model="v3", deadline=1.5, meta={"rank": 1})
+    got = decode(_wire(encode(msg)))
+    assert got == Message(Op.RESULT, "req-1", got.tensors, "v3", 1.5, {"rank": 1})
+    assert got.tensors[0].dtype == arr.dtype and got.tensors[0].tobytes() == arr.tobytes()
+
+
+def test_non_contiguous_big_endian_and_empty_tensors() -> None:
+    base = np.arange(60, dtype=np.float64).reshape(6, 10)
+    strided = base[::2, ::3]
+    big = np.arange(5, dtype=">i4")
+    empty = np.zeros((0, 28, 28), np.uint8)
+    got = decode(_wire(encode(Message(Op.INFER, 1, (strided, big, empty)))))
+    assert np.array_equal(got.tensors[0], strided)
+    assert np.array_equal(got.tensors[1], big) and got.tensors[1].dtype == np.dtype("<i4")
+    assert got.tensors[2].shape == (0, 28, 28)
+
+
+def test_encode_is_zero_copy_for_contiguous_arrays() -> None:
+    arr = np.ones((4, 4), np.float32)
+    frames = encode(Message(Op.INFER, 1, (arr,)))
+    assert np.shares_memory(np.frombuffer(frames[1], np.float32), arr)
+
+
+def test_decode_is_zero_copy_view_on_the_frame() -> None:
+    arr = np.arange(16, dtype=np.float32)
+    header, payload = encode(Message(Op.INFER, 1, (arr,)))
+    buf = bytearray(payload)
+    got = decode([header, buf])
+    buf[:4] = np.float32(99).tobytes()
+    assert got.tensors[0][0] == 99  # a view on the received frame, not a copy
+
+
+def _header(**kw) -> bytes:
+    base = {"v": 1, "op": "INFER", "id": 1, "tensors": [], "model": None, "deadline": None, "meta": {}}
+    base.update(kw)
+    return msgpack.packb(base)
+
+
+@pytest.mark.parametrize("frames, code", [
+    ([], "EMPTY"),
+    ([b"\xc1"], "BAD_HEADER"),
+    ([msgpack.packb([1, 2])], "BAD_HEADER"),
+    ([msgpack.packb({"v": 1, "x": msgpack.ExtType(5, b"boom")})], "BAD_HEADER"),
+    ([_header(v=2)], "BAD_VERSION"),
+    ([_header(op="EXEC")], "BAD_OP"),
+    ([_header(id=[1])], "BAD_ID"),
+    ([_header(deadline=float("nan"))], "BAD_HEADER"),
+    ([_header(meta=[1])], "BAD_HEADER"),
+    ([_header(tensors=[{"dtype": "object", "shape": [1]}]), b"x"], "BAD_DTYPE"),
+    ([_header(tensors=[{"dtype": "uint8", "shape": [-1]}]), b"x"], "BAD_SHAPE"),
+    ([_header(tensors=[{"dtype": "uint8", "shape": [1] * 9}]), b"x"], "BAD_SHAPE"),
+    ([_header(tensors=[{"dtype": "uint8", "shape": [2, 2]}]), b"xyz"], "BAD_LENGTH"),
+    ([_header(tensors=[{"dtype": "uint8", "shape": [1]}])], "FRAME_COUNT"),
+    ([_header(tensors=[{"dtype": "uint8", "shape": [1], "extra": 1}]), b"x"], "BAD_TENSOR"),
+    ([b"\x00" * (MAX_HEADER_BYTES + 1)], "HEADER_TOO_LARGE"),
+])
+def test_malformed_messages_raise_protocol_error(frames: list[bytes], code: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode(frames)
+    assert err.value.code == code
+
+
+def test_message_over_the_size_cap_is_refused() -> None:
+    arr = np.zeros(1024, np.uint8)
+    with pytest.raises(ProtocolError, match="TOO_LARGE"):
+        decode(_wire(encode(Message(Op.INFER, 1, (arr,)))), max_bytes=1000)
+
+
+def test_unknown_dtype_cannot_be_encoded() -> None:
+    with pytest.raises(ProtocolError, match="BAD_DTYPE"):
+        encode(Message(Op.INFER, 1, (np.array(["a"]),)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=256), min_size=1, max_size=4))
+def test_fuzz_random_frames_never_crash(frames: list[bytes]) -> None:
+    try:
+        decode(frames)
+    except ProtocolError:
+        pass
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1)
+                           | st.floats(allow_nan=False) | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c,
+                                                                                max_size=3),
+                           max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["v", "op", "id", "tensors", "model", "deadline", "meta",
+                                        "dtype", "shape"]), json_values, max_size=7),
+       st.lists(st.binary(max_size=64), max_size=3))
+def test_fuzz_structured_headers_never_crash(header: dict, buffers: list[bytes]) -> None:
+    try:
+        decode([msgpack.packb(header), *buffers])
+    except ProtocolError:
+        pass
