@@ -1,0 +1,45 @@
+# framestream front door. `make demo` and `make test` do all set-up themselves (scripts/setup.sh:
+# idempotent, seconds when nothing changed).
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR)
+PYTEST_ARGS ?=
+
+.PHONY: help setup up down status doctor demo test test-unit lock clean-state
+
+help:
+	@echo "make demo    set up, start the broker, check every engine, run the stream end to end"
+	@echo "make test    set up, then run every test tier (unit, zmq, mpi, kafka, spark, ray, slow)"
+	@echo "make setup | up | down | status | doctor | test-unit | lock | clean-state"
+
+setup:
+	@bash scripts/setup.sh
+
+up: setup
+	@$(PY) -m stack up
+
+down:
+	@$(PY) -m stack down
+
+status:
+	@$(PY) -m stack status
+
+doctor: up
+	@$(PY) -m stack doctor
+
+demo: setup
+	@$(PY) -m jobs.demo
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Re-lock every package in the venv after changing a pin in pyproject.toml.
+lock:
+	@{ echo "# Lock of every package in the venv (direct pins live in pyproject.toml). Regenerate: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable; } > constraints.txt
+
+clean-state: down
+	rm -rf .state

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each writes bench/results/<name>-<timestamp>.json and PNG plots."""

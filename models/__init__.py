@@ -1,0 +1,1 @@
+"""Networks and the model registry (versioned checkpoints with manifests)."""
