@@ -6,6 +6,7 @@
 #   venv    : $FRAMESTREAM_CACHE/venv with the pins of pyproject.toml (+ constraints.txt);
 #             mpi4py is compiled against the system OpenMPI; .venv in the repo links to it
 #   jars    : Kafka broker and Spark's Kafka source from Maven Central via the poms in java/
+#   horovod : optional; PyPI's sdist patched for C++17, built once into a cached wheel
 #
 # The venv and jars live in a cache outside the checkout so that a fresh clone (CI) reuses them.
 set -euo pipefail
@@ -73,5 +74,70 @@ for name in kafka-broker spark-kafka; do
     log "jars $name up to date ($(ls "$out" | wc -l) jars)"
   fi
 done
+
+# --- Horovod (optional training backend) ---------------------------------------------------------
+# PyPI's latest horovod (0.28.1) is an sdist that does not compile against torch >= 2.1 (C++14 vs
+# C++17); patches/horovod-0.28.1-cxx17.patch fixes that. The wheel is built once (100-220 s on 2 cores)
+# and cached under $cache/wheels, keyed on the patch, torch and MPI versions, so a warm set-up only
+# checks a stamp. A failed build warns and set-up goes on: training then uses torch.distributed.
+# FRAMESTREAM_HOROVOD=0 skips this step.
+hvd_version=0.28.1
+hvd_patch="patches/horovod-$hvd_version-cxx17.patch"
+hvd_build_deps=("setuptools==69.5.1" "wheel==0.45.1" "cloudpickle==3.1.2")
+hvd_installed() {
+  [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("horovod"))' 2>/dev/null)" \
+    = "$hvd_version" ]
+}
+install_horovod() (
+  set -euo pipefail
+  "$venv/bin/pip" install -q "${hvd_build_deps[@]}"
+  wheel=$(ls "$hvd_wheels"/horovod-"$hvd_version"-*.whl 2>/dev/null | head -n 1 || true)
+  if [ -z "$wheel" ]; then
+    if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null; then
+      sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends cmake g++
+    fi
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    "$venv/bin/pip" download -q --no-deps --no-binary :all: "horovod==$hvd_version" -d "$tmp"
+    tar -xzf "$tmp/horovod-$hvd_version.tar.gz" -C "$tmp"
+    patch -d "$tmp/horovod-$hvd_version" -p1 < "$repo/$hvd_patch"
+    start=$SECONDS
+    env HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_TENSORFLOW=1 \
+        HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITHOUT_GLOO=1 MAKEFLAGS="-j$(nproc)" \
+        "$venv/bin/pip" wheel --no-build-isolation --no-deps --no-cache-dir -w "$tmp/dist" \
+        "$tmp/horovod-$hvd_version"
+    echo "horovod wheel built in $((SECONDS - start)) s"
+    mkdir -p "$hvd_wheels"
+    mv "$tmp"/dist/horovod-*.whl "$hvd_wheels/"
+    wheel=$(ls "$hvd_wheels"/horovod-"$hvd_version"-*.whl | head -n 1)
+  fi
+  "$venv/bin/pip" install -q --no-deps --force-reinstall "$wheel"
+  "$venv/bin/python" -c 'import horovod.torch'
+  "$venv/bin/horovodrun" --check-build
+)
+if [ "${FRAMESTREAM_HOROVOD:-1}" = 0 ]; then
+  log "horovod skipped (FRAMESTREAM_HOROVOD=0): training uses torch.distributed"
+else
+  torch_version=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))')
+  hvd_key=$(hash_of "$hvd_patch" <(echo "horovod $hvd_version torch $torch_version ${hvd_build_deps[*]}") \
+                    <(mpicc --showme:version 2>&1))
+  hvd_wheels="$cache/wheels/horovod-$hvd_key"
+  if fresh horovod "$hvd_key" && hvd_installed; then
+    log "horovod $hvd_version up to date"
+  else
+    mkdir -p "$cache/logs"
+    log "horovod $hvd_version: installing (a cached wheel, else a 2-4 min build; log $cache/logs/horovod.log)"
+    # Not `if install_horovod`: bash ignores `set -e` inside a function tested by `if`.
+    set +e; install_horovod > "$cache/logs/horovod.log" 2>&1; hvd_rc=$?; set -e
+    if [ "$hvd_rc" -eq 0 ]; then
+      stamp horovod "$hvd_key"
+      log "horovod $hvd_version ready ($(grep -o 'built in [0-9]* s' "$cache/logs/horovod.log" || echo 'cached wheel'))"
+    else
+      log "WARNING: horovod $hvd_version could not be installed; the torch.distributed backend is used."
+      log "WARNING: see the last lines of $cache/logs/horovod.log:"
+      tail -n 15 "$cache/logs/horovod.log" | sed 's/^/    /'
+    fi
+  fi
+fi
 
 log "ready: venv $venv, jars $cache/jars"
