@@ -1,0 +1,70 @@
+"""``python -m models.registry [--root R] list | show V | promote V [--margin M] [--force] | rollback``.
+
+Exit status: 0 on success; 1 when ``promote`` keeps the version unserved (the gate said no);
+2 on an error (unknown version, checksum mismatch, nothing to roll back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from framestream.logs import setup_logging
+from models.errors import RegistryError
+from models.registry import Registry, RegistrySettings
+
+
+def _table(reg: Registry) -> str:
+    serving = reg.serving()
+    rows = [("", "version", "created", "holdout acc", "holdout", "net", "parent", "backend×n")]
+    for m in reg.versions():
+        rows.append(("*" if m.version == serving else "", m.version, m.created,
+                     f"{m.holdout_accuracy:.4f}", str(m.metrics.get("holdout", "")), m.net,
+                     m.parent or "-", f"{m.backend}×{m.world_size}"))
+    if len(rows) == 1:
+        return f"registry {reg.root} is empty"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines + [f"(* = serving; root {reg.root})"])
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.registry",
+                                     description="List, inspect, promote and roll back model versions.")
+    parser.add_argument("--root", default=None,
+                        help="registry path (default FRAMESTREAM_REGISTRY_ROOT or <state>/registry)")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="every version, * marks the serving one")
+    show = sub.add_parser("show", help="print a version's manifest as JSON")
+    show.add_argument("version")
+    promote = sub.add_parser("promote", help="serve a version if it passes the gate")
+    promote.add_argument("version")
+    promote.add_argument("--margin", type=float, default=None,
+                         help="required gain over the serving version (default "
+                              "FRAMESTREAM_REGISTRY_MARGIN or 0)")
+    promote.add_argument("--force", action="store_true", help="skip the accuracy gate (never the checksum)")
+    sub.add_parser("rollback", help="serve the previously served version again")
+    args = parser.parse_args(argv)
+    setup_logging("WARNING")
+
+    settings = RegistrySettings.load(root=args.root)
+    reg = Registry(settings.root)
+    try:
+        if args.cmd == "list":
+            print(_table(reg))
+        elif args.cmd == "show":
+            m = reg.manifest(args.version)
+            print(json.dumps({**m.to_dict(), "serving": reg.serving() == m.version}, indent=2))
+        elif args.cmd == "promote":
+            margin = settings.margin if args.margin is None else args.margin
+            d = reg.promote(args.version, margin=margin, force=args.force)
+            print(json.dumps({"version": args.version, "promoted": d.promoted, "reason": d.reason,
+                              "serving": reg.serving()}))
+            return 0 if d.promoted else 1
+        elif args.cmd == "rollback":
+            print(json.dumps({"serving": reg.rollback()}))
+    except RegistryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
