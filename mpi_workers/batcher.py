@@ -1,0 +1,51 @@
+"""Dynamic batching as a pure function: which waiting requests go into which forward pass.
+
+A rank drains every request waiting on its socket, then :func:`plan` groups them: expired ones
+(deadline passed: the client has already re-sent them elsewhere) are answered with an error and
+skipped; the rest are grouped by the model version they ask for, in arrival order, into batches
+of at most ``max_batch`` frames. A request larger than ``max_batch`` is a batch of its own (the
+rank runs it in slices). No batch ever mixes model versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Pending:
+    ident: bytes | Any          # the ROUTER identity frame to reply to
+    request_id: int | str
+    frames: int                 # how many images the request carries
+    version: str                # the model version it is to be answered by
+    deadline: float | None      # absolute UNIX time, or None
+    payload: Any = None         # the decoded message (opaque here)
+
+
+@dataclass
+class Plan:
+    batches: list[list[Pending]] = field(default_factory=list)
+    expired: list[Pending] = field(default_factory=list)
+
+
+def plan(pending: list[Pending], max_batch: int, now: float) -> Plan:
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    out = Plan()
+    open_batch: dict[str, list[Pending]] = {}
+    open_size: dict[str, int] = {}
+    for p in pending:
+        if p.deadline is not None and p.deadline < now:
+            out.expired.append(p)
+            continue
+        if p.frames >= max_batch:
+            out.batches.append([p])
+            continue
+        if open_size.get(p.version, 0) + p.frames > max_batch:
+            out.batches.append(open_batch.pop(p.version))
+            open_size.pop(p.version)
+        open_batch.setdefault(p.version, []).append(p)
+        open_size[p.version] = open_size.get(p.version, 0) + p.frames
+    out.batches.extend(open_batch.values())
+    return out

@@ -1,0 +1,44 @@
+"""Prometheus metrics of a serving rank, served over HTTP on the rank's bind address."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+log = logging.getLogger(__name__)
+
+
+class RankMetrics:
+    def __init__(self, rank: int) -> None:
+        self.registry = CollectorRegistry()
+        labels = {"rank": str(rank)}
+        r = self.registry
+        self.requests = Counter("framestream_rank_requests", "requests answered, by op and outcome",
+                                ["rank", "op", "outcome"], registry=r)
+        self.frames = Counter("framestream_rank_frames", "frames classified", ["rank"], registry=r
+                              ).labels(**labels)
+        self.batch_frames = Histogram("framestream_rank_batch_frames", "frames per forward pass",
+                                      ["rank"], registry=r,
+                                      buckets=(1, 5, 10, 20, 32, 64, 128, 256, 512, 1024)
+                                      ).labels(**labels)
+        self.latency = Histogram("framestream_rank_request_seconds",
+                                 "time from receiving a request to sending its reply", ["rank"],
+                                 registry=r, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25,
+                                                      .5, 1, 2.5, 5, 10)).labels(**labels)
+        self.queue_depth = Gauge("framestream_rank_queue_depth",
+                                 "requests drained from the socket in the last loop", ["rank"],
+                                 registry=r).labels(**labels)
+        self.model = Info("framestream_rank_model", "model version served by default", ["rank"],
+                          registry=r).labels(**labels)
+        self._rank = str(rank)
+
+    def count(self, op: str, outcome: str) -> None:
+        self.requests.labels(rank=self._rank, op=op, outcome=outcome).inc()
+
+    def serve(self, addr: str, port: int) -> str:
+        """Start the HTTP endpoint (port 0 = any free port); returns its URL."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        url = f"http://{addr}:{server.server_port}/metrics"
+        log.info("metrics at %s", url)
+        return url

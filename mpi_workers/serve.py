@@ -1,0 +1,145 @@
+"""``mpirun -n N python -m mpi_workers.serve``: long-lived inference ranks behind ZeroMQ.
+
+Each rank loads the model onto its device (``cuda:<local rank>`` when there is CUDA, else the CPU
+with ``cores // ranks-on-this-host`` threads), binds a ROUTER socket (127.0.0.1 by default) and
+answers INFER / PING / SHUTDOWN (see :mod:`mpi_workers.protocol`). Requests waiting on the socket
+are coalesced into one forward pass up to ``--max-batch`` frames (dynamic batching). Rank 0
+gathers every rank's endpoint over MPI and publishes the set (see :mod:`mpi_workers.endpoints`).
+
+A malformed message gets an ERROR reply and the rank keeps serving. SIGTERM or SHUTDOWN ends the
+rank after the batch in hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from framestream.paths import state_dir
+from framestream.settings import check, settings_section
+from mpi_workers.dist import abort_on_error, local_rank, world
+from mpi_workers.endpoints import EndpointSet, RankEndpoint, publish, read
+
+log = logging.getLogger(__name__)
+
+
+@settings_section("serve")
+@dataclass(frozen=True)
+class ServeSettings:
+    bind: str = "127.0.0.1"
+    port: int = field(default=0, metadata=check(lambda v: 0 <= v < 65536, "0 (any) or a TCP port"))
+    max_batch: int = field(default=256, metadata=check(lambda v: 1 <= v <= 65536, "1..65536"))
+    max_request_bytes: int = field(default=256 * 1024 * 1024, metadata=check(lambda v: v > 0, "> 0"))
+    metrics_port: int = field(default=0, metadata=check(lambda v: -1 <= v < 65536,
+                                                        "-1 (off), 0 (any) or a TCP port"))
+    endpoints_file: str = field(default_factory=lambda: str(state_dir() / "endpoints.json"))
+    registry: str = ""                  # "" = the registry's own default root
+    device: str = field(default="auto", metadata=check(
+        lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"))
+    threads: int = field(default=0, metadata=check(lambda v: v >= 0, "0 (auto) or >= 1"))
+    refresh_s: float = field(default=0.5, metadata=check(lambda v: v > 0, "> 0"))
+
+
+def _device(choice: str, local: int) -> str:
+    import torch
+
+    if choice in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{local % torch.cuda.device_count()}"
+    if choice == "cuda":
+        raise RuntimeError("--device cuda asked, but torch sees no CUDA device")
+    return "cpu"
+
+
+def _threads(setting: int, ranks_here: int) -> int:
+    return setting or max(1, (os.cpu_count() or 1) // max(1, ranks_here))
+
+
+def parse_args(argv: list[str] | None) -> tuple[ServeSettings, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="mpirun -n N python -m mpi_workers.serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bind", help="address to bind (FRAMESTREAM_SERVE_BIND, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="base port; rank r binds port+r (0 = any free port)")
+    p.add_argument("--max-batch", type=int, help="frames per forward pass at most (default 256)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus base port; -1 off, 0 any")
+    p.add_argument("--endpoints-file", help="where rank 0 publishes the endpoint set")
+    p.add_argument("--registry", help="model registry root")
+    p.add_argument("--version", help="serve this version instead of following the registry")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, help="torch threads per rank (0 = cores // local ranks)")
+    p.add_argument("--generation", type=int, default=None,
+                   help="endpoint generation to publish (default: the published one + 1)")
+    p.add_argument("--job", default="", help="launch id recorded with the endpoints")
+    args = p.parse_args(argv)
+    settings = ServeSettings.load(bind=args.bind, port=args.port, max_batch=args.max_batch,
+                                  metrics_port=args.metrics_port, endpoints_file=args.endpoints_file,
+                                  registry=args.registry, device=args.device, threads=args.threads)
+    return settings, args
+
+
+@abort_on_error
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("FRAMESTREAM_LOG_LEVEL", "INFO"),
+                        format=f"%(asctime)s rank{world().rank} %(levelname)s %(name)s: %(message)s")
+    s, args = parse_args(argv)
+    import torch
+    import zmq
+    from mpi4py import MPI
+
+    from mpi_workers.metrics import RankMetrics
+    from mpi_workers.model_cache import ModelCache
+    from mpi_workers.server_loop import RankServer
+
+    comm = world()
+    local = local_rank(comm)
+    ranks_here = comm.Split_type(MPI.COMM_TYPE_SHARED).size
+    device = _device(s.device, local)
+    torch.set_num_threads(_threads(s.threads, ranks_here))
+    models = ModelCache(s.registry, device, default=args.version)
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, s.max_request_bytes)  # oversized messages drop the peer
+    if s.port:
+        sock.bind(f"tcp://{s.bind}:{s.port + comm.rank}")
+        endpoint = f"tcp://{s.bind}:{s.port + comm.rank}"
+    else:
+        endpoint = f"tcp://{s.bind}:{sock.bind_to_random_port(f'tcp://{s.bind}')}"
+    metrics = RankMetrics(comm.rank)
+    metrics.model.info({"version": models.default_version})
+    metrics_url = "" if s.metrics_port < 0 else metrics.serve(
+        s.bind, s.metrics_port + comm.rank if s.metrics_port else 0)
+
+    me = RankEndpoint(comm.rank, endpoint, socket.gethostname(), os.getpid(), device, metrics_url)
+    everyone = comm.gather(asdict(me), root=0)  # plain dicts: no custom classes across MPI
+    if comm.rank == 0:
+        previous = read(s.endpoints_file)
+        generation = args.generation if args.generation is not None else (
+            previous.generation + 1 if previous else 1)
+        ranks = tuple(RankEndpoint(**r) for r in everyone)
+        publish(s.endpoints_file, EndpointSet(generation, ranks, models.default_version,
+                                              time.time(), args.job or uuid.uuid4().hex))
+        log.info("published generation %d: %d ranks -> %s", generation, comm.size, s.endpoints_file)
+
+    server = RankServer(sock, models, metrics, comm.rank, s.max_batch, s.refresh_s,
+                        s.max_request_bytes)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    signal.signal(signal.SIGINT, lambda *_: server.stop())
+    log.info("rank %d serving %s on %s (%s, %d threads)", comm.rank, models.default_version,
+             endpoint, device, torch.get_num_threads())
+    server.run()
+    sock.close(0)
+    ctx.term()
+    log.info("rank %d stopped after %d frames", comm.rank, server.frames_served)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
