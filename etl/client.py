@@ -1,0 +1,255 @@
+"""The executor side of the data plane: send preprocessed frames to the ranks, get scores back.
+
+One DEALER socket per rank of the current endpoint generation. Requests are chunks of at most
+``chunk_frames`` frames; each rank has at most ``credits_per_rank`` requests in flight (a slow rank
+slows the stream instead of growing memory) and new requests go to the rank with the fewest in
+flight. Every request carries a deadline; when it passes, the request is re-sent to another rank
+and the silent rank is avoided until it answers again. When no rank answers, the client re-reads
+the endpoint set and moves to a newer generation (the launcher relaunched the ranks); after
+``outage_timeout_s`` without one it gives up with :class:`RanksUnavailable`, which fails the Spark
+task so Spark retries it.
+
+Replies are matched by request id, so a late answer to a request that was re-sent is dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from framestream.errors import DeadlineExceeded, FramestreamError
+from framestream.settings import check, settings_section
+from mpi_workers.endpoints import EndpointSet
+from mpi_workers.protocol import Message, Op, ProtocolError, decode, encode
+
+log = logging.getLogger(__name__)
+
+
+@settings_section("client")
+@dataclass(frozen=True)
+class ClientSettings:
+    chunk_frames: int = field(default=256, metadata=check(lambda v: 1 <= v <= 65536, "1..65536"))
+    credits_per_rank: int = field(default=2, metadata=check(lambda v: 1 <= v <= 64, "1..64"))
+    request_timeout_s: float = field(default=30.0, metadata=check(lambda v: v > 0, "> 0"))
+    outage_timeout_s: float = field(default=120.0, metadata=check(lambda v: v > 0, "> 0"))
+
+
+class RanksUnavailable(DeadlineExceeded):
+    """No rank answered and no new generation was published in time."""
+
+
+class RankError(FramestreamError):
+    """A rank refused a request for a reason a retry cannot fix (bad shape, unknown model)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"rank refused the request: {code}: {detail}")
+        self.code = code
+
+
+@dataclass
+class _Request:
+    rid: str
+    tag: Any
+    images: np.ndarray
+    version: str | None
+    rank: int = -1
+    deadline: float = 0.0
+    attempts: int = 0
+
+
+@dataclass
+class _Rank:
+    sock: zmq.Socket
+    endpoint: str
+    inflight: set[str] = field(default_factory=set)
+    suspect: bool = False
+
+
+class RankClient:
+    def __init__(self, endpoints: EndpointSet, settings: ClientSettings | None = None,
+                 refresh: Callable[[], EndpointSet | None] | None = None) -> None:
+        self.settings = settings or ClientSettings.load()
+        self._refresh = refresh or (lambda: None)
+        self._ctx = zmq.Context.instance()
+        self._ids = itertools.count()
+        self._prefix = f"{os.getpid():x}-{id(self):x}-"
+        self._ranks: list[_Rank] = []
+        self._queue: list[_Request] = []       # waiting for a credit
+        self._open: dict[str, _Request] = {}   # sent, waiting for an answer
+        self._done: dict[Any, tuple[np.ndarray, str]] = {}
+        self.generation = -1
+        self.resent = 0
+        self._outage_since: float | None = None
+        self._next_refresh = 0.0
+        self._connect(endpoints)
+
+    # -- connections --------------------------------------------------------------------------
+    def _connect(self, endpoints: EndpointSet) -> None:
+        for r in self._ranks:
+            r.sock.close(0)
+        self._ranks = []
+        for ep in endpoints.endpoints:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections
+            sock.connect(ep)
+            self._ranks.append(_Rank(sock, ep))
+        self._poller = zmq.Poller()
+        for r in self._ranks:
+            self._poller.register(r.sock, zmq.POLLIN)
+        self.generation = endpoints.generation
+        for req in self._open.values():      # whatever was in flight goes to the new ranks
+            self._queue.append(req)
+        self._open.clear()
+        log.info("connected to %d ranks of generation %d", len(self._ranks), self.generation)
+
+    def close(self) -> None:
+        for r in self._ranks:
+            r.sock.close(0)
+        self._ranks = []
+
+    # -- public -------------------------------------------------------------------------------
+    def submit(self, tag: Any, images: np.ndarray, version: str | None) -> None:
+        """Queue one request (at most chunk_frames frames) and send what the credits allow.
+
+        Blocks while every credit is taken and a request already waits, so the caller (the
+        decode loop) runs at the ranks' pace and memory stays bounded.
+        """
+        self._queue.append(_Request(self._prefix + str(next(self._ids)), tag, images, version))
+        self._pump(wait=False)
+        while len(self._queue) > 1:
+            self._pump(wait=True)
+
+    def pending(self) -> int:
+        return len(self._queue) + len(self._open)
+
+    def gather(self) -> dict[Any, tuple[np.ndarray, str]]:
+        """Wait for every submitted request; returns tag -> (scores, model version used)."""
+        while self.pending():
+            self._pump(wait=True)
+        done, self._done = self._done, {}
+        return done
+
+    def infer(self, images: np.ndarray, version: str | None) -> tuple[np.ndarray, str]:
+        """Classify any number of frames (split into chunks); returns (scores, version)."""
+        n = self.settings.chunk_frames
+        for i, start in enumerate(range(0, len(images), n)):
+            self.submit(i, images[start:start + n], version)
+        done = self.gather()
+        if not done:
+            return np.zeros((0, 0), np.float32), version or ""
+        parts = [done[i] for i in range(len(done))]
+        return np.concatenate([p[0] for p in parts]), parts[0][1]
+
+    # -- the pump -----------------------------------------------------------------------------
+    def _pump(self, wait: bool) -> None:
+        if wait:
+            self._follow_generation()
+        self._send_queued()
+        timeout_ms = 0
+        if wait:
+            next_deadline = min((r.deadline for r in self._open.values()), default=time.time() + 1)
+            timeout_ms = int(max(0.0, min(1.0, next_deadline - time.time())) * 1000) + 1
+        for sock, _ in self._poller.poll(timeout_ms):
+            self._drain(sock)
+        self._expire()
+        if wait and not self._open and self._queue:
+            self._no_rank_can_take()
+
+    def _send_queued(self) -> None:
+        while self._queue:
+            live = [i for i, r in enumerate(self._ranks)
+                    if not r.suspect and len(r.inflight) < self.settings.credits_per_rank]
+            if not live:
+                return
+            req = self._queue[0]
+            # least loaded, and not the rank that just failed this request when there is another
+            live.sort(key=lambda i: (i == req.rank, len(self._ranks[i].inflight)))
+            rank = live[0]
+            msg = Message(Op.INFER, req.rid, (req.images,), req.version,
+                          time.time() + self.settings.request_timeout_s)
+            try:
+                self._ranks[rank].sock.send_multipart(encode(msg), zmq.NOBLOCK, copy=False)
+            except zmq.Again:  # not connected (yet): treat the rank as silent
+                self._ranks[rank].suspect = True
+                continue
+            self._queue.pop(0)
+            req.rank, req.deadline, req.attempts = rank, msg.deadline, req.attempts + 1
+            self._ranks[rank].inflight.add(req.rid)
+            self._open[req.rid] = req
+
+    def _drain(self, sock: zmq.Socket) -> None:
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            rank = next(i for i, r in enumerate(self._ranks) if r.sock is sock)
+            self._ranks[rank].suspect = False
+            self._outage_since = None
+            try:
+                msg = decode(frames)
+            except ProtocolError as exc:
+                log.error("unreadable reply from %s: %s", self._ranks[rank].endpoint, exc)
+                continue
+            req = self._open.get(str(msg.id))
+            if req is None:
+                continue  # a late answer to a request that was re-sent and answered already
+            if msg.op is Op.ERROR and msg.meta.get("code") == "EXPIRED":
+                continue  # the rank saw it too late; our own deadline re-sends it
+            del self._open[req.rid]
+            self._ranks[req.rank].inflight.discard(req.rid)
+            if msg.op is Op.ERROR:
+                raise RankError(str(msg.meta.get("code")), str(msg.meta.get("detail")))
+            self._done[req.tag] = (np.array(msg.tensors[0]), msg.model or "")
+
+    def _expire(self) -> None:
+        now = time.time()
+        for rid, req in list(self._open.items()):
+            if req.deadline > now:
+                continue
+            del self._open[rid]
+            silent = self._ranks[req.rank]
+            silent.inflight.discard(rid)
+            silent.suspect = True
+            self.resent += 1
+            log.warning("request %s to %s passed its %.1fs deadline; re-sending (attempt %d)",
+                        rid, silent.endpoint, self.settings.request_timeout_s, req.attempts + 1)
+            self._queue.insert(0, req)
+
+    def _follow_generation(self, every_s: float = 1.0) -> bool:
+        """Move to a newer endpoint generation if one was published (ranks were relaunched)."""
+        now = time.monotonic()
+        if now < self._next_refresh:
+            return False
+        self._next_refresh = now + every_s
+        newer = self._refresh()
+        if newer is not None and newer.generation > self.generation:
+            self._connect(newer)
+            return True
+        return False
+
+    def _no_rank_can_take(self) -> None:
+        """Nothing in flight, work queued, every rank silent: look for a new generation."""
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+        if self._follow_generation(every_s=0.2):
+            return
+        if all(r.suspect for r in self._ranks):
+            # Give silent ranks another chance now and then (they may only have been slow).
+            for r in self._ranks:
+                r.suspect = False
+        if now - self._outage_since > self.settings.outage_timeout_s:
+            raise RanksUnavailable("the executor", f"an answer from any rank of generation "
+                                   f"{self.generation} or a new generation", self.settings.
+                                   outage_timeout_s, "FRAMESTREAM_CLIENT_OUTAGE_TIMEOUT_S")
+        time.sleep(0.05)  # ranks are down: wait a little before probing the endpoint set again
