@@ -29,14 +29,22 @@ _NOTICED = re.compile(r"process rank (\d+) with PID (\d+) on node (\S+) exited o
 _ABORTED = re.compile(r"\[rank (\d+) on (\S+) pid (\d+)\] failed")
 
 
-def parse_failure(code: int, stderr_tail: str) -> RankFailed:
-    """Turn mpirun's exit and stderr into a report naming the rank, host and pid when known."""
+def parse_failure(code: int, stderr_tail: str,
+                  published: endpoints.EndpointSet | None = None) -> RankFailed:
+    """Turn mpirun's exit and stderr into a report naming the rank, host and pid when known.
+
+    OpenMPI 4 often says "PID 0" for a killed rank; the pid then comes from the endpoint set the
+    ranks published.
+    """
     for pattern, order in ((_NOTICED, ("rank", "pid", "host")), (_ABORTED, ("rank", "host", "pid"))):
         m = pattern.search(stderr_tail)
         if m:
             found = dict(zip(order, m.groups()))
-            return RankFailed(code, stderr_tail, int(found["rank"]), found["host"],
-                              int(found["pid"]))
+            rank, host, pid = int(found["rank"]), found["host"], int(found["pid"])
+            if published is not None and not pid:
+                known = next((r for r in published.ranks if r.rank == rank), None)
+                pid, host = (known.pid, known.host) if known else (pid, host)
+            return RankFailed(code, stderr_tail, rank, host, pid)
     return RankFailed(code, stderr_tail)
 
 
@@ -134,7 +142,8 @@ class ServingGang:
             code = proc.wait()
             with self._lock:
                 generation = self.policy.generation
-                report = parse_failure(code, self._tail(generation)) if code else None
+                report = parse_failure(code, self._tail(generation),
+                                       endpoints.read(self.endpoints_file)) if code else None
                 if report and self.policy.state is not State.STOPPING:
                     self.reports.append(report)
                     log.error("ranks of generation %d failed: %s", generation,
