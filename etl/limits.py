@@ -1,0 +1,101 @@
+"""What a frame may be before the ETL spends time on it: limits, rejection reasons, the rejection.
+
+Kept apart from :mod:`etl.decode` (which imports Pillow) so that settings tables, the DLQ writer and
+tests can name reasons and limits without loading an image library. ``etl.decode`` re-exports all
+three names; code that decodes imports them from there.
+
+Every limit is a setting ``FRAMESTREAM_LIMITS_<NAME>``::
+
+    FRAMESTREAM_LIMITS_MAX_PIXELS=1000000 FRAMESTREAM_LIMITS_FORMATS=JPEG,PNG  python -m ...
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from framestream.errors import FramestreamError
+from framestream.settings import check, settings_section
+
+#: Raster formats the ETL can be told to accept (Pillow format names). Formats that run external
+#: programs (EPS runs Ghostscript) or that are not camera images are not on the list on purpose.
+KNOWN_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "AVIF",
+                                  "JPEG2000", "QOI")
+DEFAULT_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+class Reason(str, enum.Enum):
+    """Why a frame was rejected. The values go to the DLQ and into metrics: keep them stable."""
+
+    EMPTY = "empty"                          # null or zero bytes
+    TOO_LARGE = "too_large"                  # more encoded bytes than max_bytes
+    UNDECODABLE = "undecodable"              # not an image Pillow can read, or broken inside
+    TRUNCATED = "truncated"                  # a readable header, then the data stops early
+    UNSUPPORTED_FORMAT = "unsupported_format"  # a real image, in a format not in `formats`
+    TOO_MANY_PIXELS = "too_many_pixels"      # declared width*height over max_pixels
+    BAD_DIMENSIONS = "bad_dimensions"        # a zero side, a side over max_side, absurd aspect
+    UNSUPPORTED_MODE = "unsupported_mode"    # pixels with no agreed mapping to L/RGB (e.g. float)
+
+    def __str__(self) -> str:  # so f"{reason}" is the stable value, not "Reason.EMPTY"
+        return self.value
+
+
+class FrameRejected(FramestreamError, ValueError):
+    """One frame cannot be used. ``reason`` is a :class:`Reason`; ``detail`` says what exactly."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        self.reason = Reason(reason)
+        self.detail = detail
+        super().__init__(self.reason, detail)  # args rebuild the exception (copy, tracebacks)
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}"
+
+
+def _formats_ok(value: tuple[str, ...]) -> bool:
+    return bool(value) and all(f in KNOWN_FORMATS for f in value)
+
+
+@settings_section("limits")
+@dataclass(frozen=True)
+class FrameLimits:
+    """Bounds on one encoded frame. All size checks run on the *declared* size, before decoding,
+    so a frame costs bounded time and memory whatever its header claims (decompression bombs).
+
+    ``max_pixels`` bounds memory: a frame allocates at most about ``4 * max_pixels`` bytes (RGBA).
+    """
+
+    max_bytes: int = field(default=10 * 1024 * 1024, metadata=check(lambda v: v >= 1, ">= 1"))
+    max_pixels: int = field(default=40_000_000, metadata=check(lambda v: v >= 1, ">= 1"))
+    max_side: int = field(default=16384, metadata=check(lambda v: 1 <= v <= 65535, "1..65535"))
+    max_aspect: float = field(default=50.0, metadata=check(lambda v: v >= 1.0, ">= 1.0"))
+    formats: tuple[str, ...] = field(
+        default=DEFAULT_FORMATS,
+        metadata=check(_formats_ok, f"a non-empty comma list out of {','.join(KNOWN_FORMATS)}"))
+
+    def __post_init__(self) -> None:
+        # Accept "jpeg, png" from the environment or a CLI: Pillow's names are upper case.
+        if isinstance(self.formats, (tuple, list)) and all(isinstance(f, str) for f in self.formats):
+            object.__setattr__(self, "formats", tuple(f.strip().upper() for f in self.formats))
+
+    def check_declared(self, width: int, height: int) -> None:
+        """Raise :class:`FrameRejected` if a frame declaring ``width`` x ``height`` is out of bounds."""
+        if width <= 0 or height <= 0:
+            raise FrameRejected(Reason.BAD_DIMENSIONS, f"declared {width}x{height}: a zero side")
+        pixels = width * height
+        if pixels > self.max_pixels:
+            raise FrameRejected(
+                Reason.TOO_MANY_PIXELS,
+                f"declared {width}x{height} = {pixels:.3g} pixels > max_pixels {self.max_pixels:.3g}"
+                f" (FRAMESTREAM_LIMITS_MAX_PIXELS)")
+        if max(width, height) > self.max_side:
+            raise FrameRejected(
+                Reason.BAD_DIMENSIONS,
+                f"declared {width}x{height}: side {max(width, height)} > max_side {self.max_side}"
+                f" (FRAMESTREAM_LIMITS_MAX_SIDE)")
+        aspect = max(width, height) / min(width, height)
+        if aspect > self.max_aspect:
+            raise FrameRejected(
+                Reason.BAD_DIMENSIONS,
+                f"declared {width}x{height}: aspect {aspect:.4g} > max_aspect {self.max_aspect:g}"
+                f" (FRAMESTREAM_LIMITS_MAX_ASPECT)")
