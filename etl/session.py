@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 @settings_section("spark")
 @dataclass(frozen=True)
 class SparkSettings:
-    master: str = "local[2]"       # ignored when spark-submit already chose one
+    master: str = "local[2,4]"     # 2 cores, a task may fail 4 times; spark-submit's wins
     app_name: str = "framestream"
     shuffle_partitions: int = field(default=4, metadata=check(lambda v: v >= 1, ">= 1"))
     driver_memory: str = "1g"

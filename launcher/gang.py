@@ -19,7 +19,7 @@ from pathlib import Path
 
 from framestream.errors import DeadlineExceeded, FramestreamError
 from launcher.errors import RankFailed
-from launcher.mpirun import kill_group, mpi_env, mpirun_cmd
+from launcher.mpirun import die_with_parent, kill_group, mpi_env, mpirun_cmd
 from launcher.policy import GiveUp, Launch, State, SupervisionPolicy, Terminate, Wait
 from mpi_workers import endpoints
 
@@ -89,7 +89,8 @@ class ServingGang:
                           "--generation", str(generation)], hostfile=self.hostfile)
         with open(self._log_path(generation), "wb") as out:
             proc = subprocess.Popen(cmd, env=mpi_env(), stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    preexec_fn=die_with_parent)
         with self._lock:
             self._proc = proc
             if self._stopped.is_set():

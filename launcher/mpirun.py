@@ -41,6 +41,16 @@ def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def die_with_parent() -> None:
+    """``preexec_fn``: the child gets SIGTERM when the process that started it dies (Linux), so
+    ranks never outlive a driver that was killed with SIGKILL."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def mpirun_cmd(n: int, module: str, args: Sequence[str] = (), *, hostfile: Path | None = None,
                python: str | None = None, oversubscribe: bool | None = None,
                mca: Mapping[str, str] | None = None, tag_output: bool = False) -> list[str]:
