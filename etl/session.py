@@ -56,8 +56,9 @@ def spark_session(settings: SparkSettings | None = None, **conf: str) -> "SparkS
         builder = builder.master(s.master)
         builder = builder.config("spark.driver.memory", s.driver_memory)
     existing = [j for j in submitted.get("spark.jars", "").split(",") if j]
+    missing = [j for j in kafka_jars() if j not in existing]  # setup puts them in the defaults
     builder = (builder
-               .config("spark.jars", ",".join(existing + kafka_jars()))
+               .config("spark.jars", ",".join(existing + missing))
                .config("spark.sql.shuffle.partitions", str(s.shuffle_partitions))
                .config("spark.ui.enabled", str(s.ui).lower())
                .config("spark.ui.showConsoleProgress", "false")

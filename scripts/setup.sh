@@ -75,6 +75,13 @@ for name in kafka-broker spark-kafka; do
   fi
 done
 
+# spark-submit in this venv gets Spark's Kafka source through spark.jars in its defaults file, so
+# `spark-submit jobs/stream_classify.py` needs no --jars; pyspark started from Python reads it too.
+spark_conf=$("$venv/bin/python" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "conf"))')
+mkdir -p "$spark_conf"
+{ echo "# Written by framestream scripts/setup.sh: Spark's Kafka source (java/spark-kafka/pom.xml)."
+  echo "spark.jars $(ls "$cache/jars/spark-kafka"/*.jar | paste -sd, -)"; } > "$spark_conf/spark-defaults.conf"
+
 # --- Horovod (optional training backend) ---------------------------------------------------------
 # PyPI's latest horovod (0.28.1) is an sdist that does not compile against torch >= 2.1 (C++14 vs
 # C++17); patches/horovod-0.28.1-cxx17.patch fixes that. The wheel is built once (100-220 s on 2 cores)
