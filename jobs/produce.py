@@ -1,13 +1,116 @@
-"""Entry point: publish frames to Kafka. Not built yet (issue #4); it fails plainly instead of pretending."""
+"""``python -m jobs.produce``: publish real frames to Kafka's ``frames`` topic.
+
+    python -m jobs.produce --count 20000 --rate 500          # Fashion-MNIST test images, PNG
+    python -m jobs.produce --format jpeg --sources 8 --corrupt 10
+    python -m jobs.produce --folder ./snapshots --topic frames
+
+Flags override ``FRAMESTREAM_KAFKA_*`` / ``FRAMESTREAM_PRODUCER_*`` settings. The topic is created
+when missing. Prints one summary line; exits 1 when any frame was not acknowledged.
+``--corrupt K`` mixes in K broken frames from ``tests/helpers/hostile.py`` (the repository's test
+helpers: this is a chaos option for checking the DLQ), each labelled with ``fs-corrupt`` and the
+DLQ reason it must get in ``fs-expect``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
+from pathlib import Path
+
+from framestream.config import KafkaSettings
+from framestream.errors import FramestreamError, ServiceError
+from framestream.logs import setup_logging
+from framestream.producer import (ProducerSettings, fashion_frames, folder_frames, mix_in,
+                                  publish_frames, run_id)
+
+log = logging.getLogger("jobs.produce")
 
 
-def main() -> int:
-    print("jobs/produce.py (publish frames to Kafka) is not built yet: see issue #4", file=sys.stderr)
-    return 2
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.produce", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--folder", type=Path, help="publish the files of DIR as they are")
+    src.add_argument("--split", choices=("test", "train"), default="test",
+                     help="Fashion-MNIST split to publish (default test)")
+    p.add_argument("--count", type=int, default=None,
+                   help="frames to publish (default: the whole split / folder; cycles beyond)")
+    p.add_argument("--format", choices=("png", "jpeg", "webp", "bmp"), default=None,
+                   help="encoding of Fashion-MNIST frames (default png: lossless)")
+    p.add_argument("--quality", type=int, default=None, help="jpeg/webp quality (default 90)")
+    p.add_argument("--sources", type=int, default=None, help="cameras: key cam-{i %% K}")
+    p.add_argument("--rate", type=float, default=None, help="frames/s, 0 = as fast as possible")
+    p.add_argument("--topic", default=None, help="default FRAMESTREAM_KAFKA_FRAMES_TOPIC")
+    p.add_argument("--bootstrap", default=None, help="default FRAMESTREAM_KAFKA_BOOTSTRAP")
+    p.add_argument("--corrupt", type=int, default=0, metavar="K",
+                   help="also publish K hostile frames, labelled with the DLQ reason they need")
+    p.add_argument("--seed", type=int, default=0, help="where the corrupt frames go")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds to keep retrying a lost broker (FRAMESTREAM_PRODUCER_DEADLINE_S)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.count is not None and args.count < 0:
+        p.error("--count must be >= 0")
+    if args.corrupt < 0:
+        p.error("--corrupt must be >= 0")
+    return args
+
+
+def _corrupt_frames(k: int, seed: int) -> list[tuple[str, bytes, str]]:
+    try:
+        from tests.helpers.hostile import hostile_mix
+    except ImportError as exc:
+        raise FramestreamError(f"--corrupt needs the repository's tests/helpers/hostile.py "
+                               f"(run from the repository root): {exc}") from exc
+    return [(h.kind, h.data, h.expect.value) for h in hostile_mix(k, seed) if h.expect]
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    args = parse_args(argv)
+    try:
+        kafka = KafkaSettings.load(bootstrap=args.bootstrap, frames_topic=args.topic)
+        settings = ProducerSettings.load(rate=args.rate, sources=args.sources, format=args.format,
+                                         quality=args.quality, deadline_s=args.deadline)
+        from stack.kafka_admin import broker_answers, ensure_topics
+
+        wait = min(kafka.request_timeout_s, settings.deadline_s)
+        if not broker_answers(kafka.bootstrap, timeout=wait):
+            raise ServiceError(f"no Kafka broker answers at {kafka.bootstrap} within {wait:.0f}s:"
+                               f" start one with `make up` or pass --bootstrap")
+        ensure_topics(kafka.bootstrap, [kafka.frames_topic], kafka.partitions, timeout=wait)
+        run = run_id()
+        if args.folder is not None:
+            frames = folder_frames(args.folder, args.count, run=run)
+            total = args.count if args.count is not None else sum(
+                1 for p in args.folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        else:
+            total = args.count if args.count is not None else 10_000
+            frames = fashion_frames(total, settings.format, settings.sources, settings.quality,
+                                    split=args.split, run=run)
+        if args.corrupt:
+            frames = mix_in(frames, _corrupt_frames(args.corrupt, args.seed), total,
+                            seed=args.seed, sources=settings.sources, run=run)
+        from tqdm import tqdm
+
+        with tqdm(total=total + args.corrupt, unit="frame", disable=True if args.no_progress
+                  else None, desc=f"-> {kafka.frames_topic}") as bar:
+            summary = publish_frames(kafka.bootstrap, kafka.frames_topic, frames, settings.rate,
+                                     progress=bar.update, settings=settings)
+    except (FramestreamError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 1
+    except Exception as exc:  # kafka-python errors not turned into ours: say what, not a trace
+        from kafka.errors import KafkaError
+
+        if not isinstance(exc, KafkaError):
+            raise
+        log.error("Kafka at %s: %s: %s", args.bootstrap or "default bootstrap",
+                  type(exc).__name__, exc)
+        return 1
+    print(summary.line())
+    return 0 if summary.failed == 0 else 1
 
 
 if __name__ == "__main__":
