@@ -75,19 +75,21 @@ class FrameLimits:
 
     def __post_init__(self) -> None:
         # Accept "jpeg, png" from the environment or a CLI: Pillow's names are upper case.
-        if isinstance(self.formats, (tuple, list)) and all(isinstance(f, str) for f in self.formats):
+        if isinstance(self.formats, (tuple, list)) and all(isinstance(f, str)
+                                                           for f in self.formats):
             object.__setattr__(self, "formats", tuple(f.strip().upper() for f in self.formats))
 
     def check_declared(self, width: int, height: int) -> None:
-        """Raise :class:`FrameRejected` if a frame declaring ``width`` x ``height`` is out of bounds."""
+        """Raise :class:`FrameRejected` if a frame declaring ``width`` x ``height`` is out of
+        bounds; detail names the setting to change."""
         if width <= 0 or height <= 0:
             raise FrameRejected(Reason.BAD_DIMENSIONS, f"declared {width}x{height}: a zero side")
         pixels = width * height
         if pixels > self.max_pixels:
             raise FrameRejected(
                 Reason.TOO_MANY_PIXELS,
-                f"declared {width}x{height} = {pixels:.3g} pixels > max_pixels {self.max_pixels:.3g}"
-                f" (FRAMESTREAM_LIMITS_MAX_PIXELS)")
+                f"declared {width}x{height} = {pixels:.3g} pixels > max_pixels "
+                f"{self.max_pixels:.3g} (FRAMESTREAM_LIMITS_MAX_PIXELS)")
         if max(width, height) > self.max_side:
             raise FrameRejected(
                 Reason.BAD_DIMENSIONS,
