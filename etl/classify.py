@@ -1,0 +1,113 @@
+"""What runs on the executors for each micro-batch: decode, send to the ranks, build output rows.
+
+``df.mapInArrow(partial(classify_partition, ctx=ctx), OUT_DDL)``: each Arrow batch of Kafka
+records is decoded and resized in slices of ``chunk_frames`` rows; each slice goes to the ranks as
+soon as it is decoded (so decoding overlaps inference, and the credit window paces decoding);
+then predictions and dead letters come back as one Arrow batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from etl.client import ClientSettings, RankClient
+from etl.records import DEAD_LETTER, dead_letters, predictions
+from mpi_workers import endpoints as endpoints_mod
+from mpi_workers.endpoints import EndpointSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """Everything the executors need for one micro-batch (shipped with the task by Spark)."""
+
+    batch_id: int
+    model_version: str
+    spec: dict[str, Any]
+    endpoints_json: str
+    endpoints_file: str
+    predictions_topic: str
+    dlq_topic: str
+    topk: int
+    limits: dict[str, Any]
+    client: dict[str, Any]
+
+
+_clients: dict[str, RankClient] = {}  # one per Python worker process, reused across tasks
+
+
+def _client(ctx: BatchContext) -> RankClient:
+    import json
+
+    known = EndpointSet.from_dict(json.loads(ctx.endpoints_json))
+    client = _clients.get(ctx.endpoints_file)
+    settings = ClientSettings(**ctx.client)
+    if client is None or client.settings != settings:
+        if client is not None:
+            client.close()
+        client = RankClient(known, settings, refresh=lambda: endpoints_mod.read(ctx.endpoints_file))
+        _clients[ctx.endpoints_file] = client
+    elif known.generation > client.generation:
+        client._connect(known)  # the driver already knows of a relaunch
+    return client
+
+
+def classify_partition(batches: Iterator[pa.RecordBatch], ctx: BatchContext,
+                       counts: tuple[Any, Any] | None = None) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body; ``counts`` are Spark accumulators (predictions, dead letters)."""
+    from etl.decode import FrameLimits
+    from framestream import frames
+    from models.spec import PreprocessSpec
+
+    spec = PreprocessSpec.from_dict(ctx.spec)
+    limits = FrameLimits(**ctx.limits)
+    client = _client(ctx)
+    for batch in batches:
+        if batch.num_rows:
+            out = classify_batch(batch, ctx, spec, limits, client, frames)
+            if counts is not None:
+                dead = out.column("kind").to_numpy(zero_copy_only=False) == DEAD_LETTER
+                counts[0].add(int(out.num_rows - dead.sum()))
+                counts[1].add(int(dead.sum()))
+            yield out
+
+
+def classify_batch(batch: pa.RecordBatch, ctx: BatchContext, spec: Any, limits: Any,
+                   client: RankClient, frames: Any) -> pa.RecordBatch:
+    from etl.decode import decode_batch
+
+    chunk = client.settings.chunk_frames
+    values = batch.column("value")
+    ok_rows, bad_rows, reasons, details = [], [], [], []
+    for start in range(0, batch.num_rows, chunk):
+        decoded = decode_batch(values.slice(start, chunk), spec, limits)
+        if len(decoded.ok_index):
+            client.submit(start, decoded.images, ctx.model_version)
+            ok_rows.append((start, decoded.ok_index + start))
+        bad_rows.append(decoded.bad_index + start)
+        reasons += decoded.reasons
+        details += decoded.details
+    answers = client.gather()
+    rows = np.concatenate([r for _, r in ok_rows]) if ok_rows else np.zeros(0, np.int64)
+    if ok_rows:
+        scores = np.concatenate([answers[start][0] for start, _ in ok_rows])
+        used = {answers[start][1] for start, _ in ok_rows}
+        if used != {ctx.model_version}:
+            raise RuntimeError(f"batch {ctx.batch_id} pinned model {ctx.model_version} but ranks "
+                               f"answered with {sorted(used)}")
+    else:
+        scores = np.zeros((0, max(1, len(spec.class_names))), np.float32)
+    out = [predictions(rows, scores, ctx.model_version, ctx.batch_id, batch, spec.class_names,
+                       ctx.topk, ctx.predictions_topic, frames.FRAME_ID_HEADER,
+                       frames.CAPTURE_TS_HEADER, frames.LABEL_HEADER)]
+    bad = np.concatenate(bad_rows) if bad_rows else np.zeros(0, np.int64)
+    if len(bad):
+        out.append(dead_letters(bad, reasons, details, batch, ctx.dlq_topic))
+    return pa.concat_batches(out) if len(out) > 1 else out[0]

@@ -1,0 +1,122 @@
+"""The stream driver: Spark session, the ranks (launched or attached), the query, clean shutdown.
+
+Used by ``jobs/stream_classify.py`` (run under ``spark-submit``) and by the demo.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from etl.client import ClientSettings
+from etl.stream import ClassifyBatches, StreamSettings, kafka_sink_options, start_query
+from framestream.config import KafkaSettings
+from framestream.errors import FramestreamError
+from framestream.paths import state_dir
+from models.spec import PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=32)
+def spec_for(version: str, registry_root: str) -> PreprocessSpec:
+    from mpi_workers.model_cache import RANDOM_PREFIX
+
+    if version.startswith(RANDOM_PREFIX):
+        from models.nets import DEFAULT_SPECS
+
+        return DEFAULT_SPECS[version[len(RANDOM_PREFIX):]]
+    from models.registry import Registry
+
+    return Registry(registry_root or None).manifest(version).preprocess_spec()
+
+
+@dataclass
+class StreamJob:
+    stream: StreamSettings
+    kafka: KafkaSettings
+    client: ClientSettings
+    ranks: int = 0                       # 0 = attach to published endpoints
+    serve_args: list[str] = field(default_factory=list)
+    available_now: bool = False
+    ready_file: str = ""
+    limits: dict[str, Any] = field(default_factory=dict)
+
+    def run(self) -> int:
+        from etl.decode import FrameLimits
+        from etl.progress import ProgressLogger
+        from etl.session import spark_session
+
+        stopping = {"signal": None}
+
+        def on_signal(signum: int, _frame: object) -> None:
+            stopping["signal"] = signum
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+        gang = None
+        if self.ranks:
+            from launcher.gang import ServingGang
+
+            args = list(self.serve_args)
+            if self.stream.registry:
+                args += ["--registry", self.stream.registry]
+            if self.stream.version:
+                args += ["--version", self.stream.version]
+            gang = ServingGang(self.ranks, args, Path(self.stream.endpoints_file),
+                               state_dir() / "logs", start_timeout_s=self.stream.endpoints_timeout_s)
+            current = gang.start()
+            log.info("ranks up: generation %d, %s", current.generation, current.endpoints)
+        spark = spark_session()
+        listener = ProgressLogger()
+        spark.streams.addListener(listener)
+        limits = self.limits or FrameLimits.load().__dict__
+        fn = ClassifyBatches(self.stream, self.kafka, self.client,
+                             lambda v: spec_for(v, self.stream.registry), dict(limits),
+                             kafka_sink_options(self.kafka))
+        query = start_query(spark, fn, self.available_now)
+        if self.ready_file:
+            Path(self.ready_file).write_text(json.dumps({"query": str(query.id),
+                                                         "started": time.time()}))
+        code = 0
+        try:
+            while query.isActive:
+                if query.awaitTermination(1):
+                    break
+                if stopping["signal"] is not None:
+                    log.info("signal %s: stopping the query", stopping["signal"])
+                    query.stop()
+                    break
+                if gang is not None and gang.error is not None:
+                    log.error("stopping: %s", gang.error)
+                    query.stop()
+                    code = 3
+                    break
+            exc = query.exception()
+            if exc is not None:
+                log.error("query failed: %s", exc)
+                code = 1
+        finally:
+            if gang is not None:
+                gang.stop()
+            st = fn.stats
+            print(json.dumps({"batches": st.batches, "frames": st.frames,
+                              "predictions": st.predictions, "dead_letters": st.dead_letters,
+                              "rank_restarts": gang.restarts if gang else 0,
+                              "versions": sorted(set(st.versions.values()))}), flush=True)
+            spark.stop()
+        return code
+
+
+def check_attach(stream: StreamSettings) -> None:
+    from mpi_workers import endpoints
+
+    if endpoints.read(Path(stream.endpoints_file)) is None:
+        raise FramestreamError(f"no ranks published at {stream.endpoints_file}: start them "
+                               f"(mpirun -n N python -m mpi_workers.serve) or pass --ranks N")

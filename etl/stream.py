@@ -1,0 +1,133 @@
+"""The streaming query: Kafka ``frames`` -> executors (decode, ranks) -> ``predictions`` / DLQ.
+
+Spark owns fault tolerance. Offsets live in the checkpoint; each micro-batch runs in
+``foreachBatch``: the driver pins the model version for the batch id (a replay after a crash uses
+the same one), reads the current endpoint set, and runs :func:`etl.classify.classify_partition` on
+the executors with ``mapInArrow``; the rows go to Kafka with Spark's Kafka sink (one write, the
+topic column routes each row). At-least-once: a replayed batch rewrites the same answers, so
+consumers de-duplicate by (topic, partition, offset).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from etl.classify import BatchContext, classify_partition
+from etl.client import ClientSettings
+from etl.pins import VersionPins
+from etl.records import OUT_DDL
+from framestream.config import KafkaSettings
+from framestream.paths import state_dir
+from framestream.settings import check, settings_section
+from mpi_workers import endpoints as endpoints_mod
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+log = logging.getLogger(__name__)
+
+
+@settings_section("stream")
+@dataclass(frozen=True)
+class StreamSettings:
+    checkpoint: str = field(default_factory=lambda: str(state_dir() / "checkpoints" / "stream"))
+    starting_offsets: str = "earliest"   # earliest | latest | Spark's JSON of offsets per partition
+    max_offsets_per_trigger: int = field(default=20000, metadata=check(lambda v: v >= 0,
+                                                                       "0 (no limit) or more"))
+    trigger_s: float = field(default=0.5, metadata=check(lambda v: v >= 0, ">= 0"))
+    topk: int = field(default=3, metadata=check(lambda v: 1 <= v <= 100, "1..100"))
+    endpoints_file: str = field(default_factory=lambda: str(state_dir() / "endpoints.json"))
+    registry: str = ""                   # "" = the registry's own default root
+    version: str = ""                    # serve this version, not the registry's promoted one
+    endpoints_timeout_s: float = field(default=120.0, metadata=check(lambda v: v > 0, "> 0"))
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    frames: int = 0
+    predictions: int = 0
+    dead_letters: int = 0
+    versions: dict[int, str] = field(default_factory=dict)
+
+
+class ClassifyBatches:
+    """The foreachBatch function, run on the driver for every micro-batch."""
+
+    def __init__(self, settings: StreamSettings, kafka: KafkaSettings, client: ClientSettings,
+                 spec_of: Any, limits: dict[str, Any], kafka_options: dict[str, str]) -> None:
+        self.s = settings
+        self.kafka = kafka
+        self.client = client
+        self.spec_of = spec_of            # version -> PreprocessSpec
+        self.limits = limits
+        self.kafka_options = kafka_options
+        self.pins = VersionPins(Path(settings.checkpoint) / "framestream-pins")
+        self.stats = BatchStats()
+
+    def choose_version(self) -> str:
+        if self.s.version:
+            return self.s.version
+        published = endpoints_mod.read(Path(self.s.endpoints_file))
+        from models.registry import Registry
+
+        serving = Registry(self.s.registry or None).serving()
+        return serving or (published.model_version if published else "") or ""
+
+    def __call__(self, df: "DataFrame", batch_id: int) -> None:
+        started = time.monotonic()
+        version = self.pins.pin(batch_id, self.choose_version)
+        current = endpoints_mod.wait_for(Path(self.s.endpoints_file), self.s.endpoints_timeout_s,
+                                         setting="FRAMESTREAM_STREAM_ENDPOINTS_TIMEOUT_S")
+        ctx = BatchContext(batch_id, version, self.spec_of(version).to_dict(), current.to_json(),
+                           self.s.endpoints_file, self.kafka.predictions_topic, self.kafka.dlq_topic,
+                           self.s.topk, self.limits, dataclasses.asdict(self.client))
+        sc = df.sparkSession.sparkContext
+        counts = (sc.accumulator(0), sc.accumulator(0))  # for the log; a retried task adds twice
+        out = df.mapInArrow(partial(classify_partition, ctx=ctx, counts=counts), OUT_DDL)
+        writer = out.select("topic", "key", "value", "headers").write.format("kafka")
+        for key, value in self.kafka_options.items():
+            writer = writer.option(key, value)
+        writer.save()
+        n_pred, n_dlq = counts[0].value, counts[1].value
+        st = self.stats
+        st.batches, st.frames = st.batches + 1, st.frames + n_pred + n_dlq
+        st.predictions, st.dead_letters = st.predictions + n_pred, st.dead_letters + n_dlq
+        st.versions[batch_id] = version
+        log.info("batch %d: %d predictions, %d dead letters, model %s, ranks gen %d, %.2fs",
+                 batch_id, n_pred, n_dlq, version, current.generation, time.monotonic() - started)
+
+
+def kafka_sink_options(kafka: KafkaSettings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    # No compression: every Kafka client can read the predictions (kafka-python has no lz4).
+    opts = {"kafka.bootstrap.servers": kafka.bootstrap, "kafka.acks": "all",
+            "kafka.enable.idempotence": "true", "kafka.linger.ms": "5"}
+    opts.update(extra or {})
+    return opts
+
+
+def start_query(spark: "SparkSession", fn: ClassifyBatches, available_now: bool = False,
+                source_options: dict[str, str] | None = None) -> "StreamingQuery":
+    """Start the query reading ``frames`` with Spark's Kafka source."""
+    s, kafka = fn.s, fn.kafka
+    reader = (spark.readStream.format("kafka")
+              .option("kafka.bootstrap.servers", kafka.bootstrap)
+              .option("subscribe", kafka.frames_topic)
+              .option("startingOffsets", s.starting_offsets)
+              .option("includeHeaders", "true"))
+    if s.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(s.max_offsets_per_trigger))
+    for key, value in (source_options or {}).items():
+        reader = reader.option(key, value)
+    writer = (reader.load().writeStream.queryName("framestream")
+              .foreachBatch(fn).option("checkpointLocation", s.checkpoint))
+    writer = writer.trigger(availableNow=True) if available_now else \
+        writer.trigger(processingTime=f"{int(s.trigger_s * 1000)} milliseconds")
+    return writer.start()
