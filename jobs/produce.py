@@ -58,11 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _corrupt_frames(k: int, seed: int) -> list[tuple[str, bytes, str]]:
-    try:
-        from tests.helpers.hostile import hostile_mix
-    except ImportError as exc:
-        raise FramestreamError(f"--corrupt needs the repository's tests/helpers/hostile.py "
-                               f"(run from the repository root): {exc}") from exc
+    from framestream.hostile import hostile_mix
+
     return [(h.kind, h.data, h.expect.value) for h in hostile_mix(k, seed) if h.expect]
 
 

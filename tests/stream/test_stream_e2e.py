@@ -15,7 +15,7 @@ from framestream.producer import fashion_frames, mix_in, publish_frames
 from models.nets import DEFAULT_SPECS
 from mpi_workers.model_cache import ModelCache
 from mpi_workers.server_loop import forward
-from tests.helpers.hostile import hostile_mix
+from framestream.hostile import hostile_mix
 from tests.stream.helpers import run_stream
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi, pytest.mark.slow]

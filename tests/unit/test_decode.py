@@ -13,7 +13,7 @@ from etl.decode import (DecodedBatch, FrameLimits, FrameRejected, Reason, decode
 from framestream import fashion_mnist
 from framestream.errors import ConfigError
 from models.spec import PreprocessSpec
-from tests.helpers import hostile
+from framestream import hostile
 
 FASHION = PreprocessSpec()  # 28x28 grayscale, what the Fashion CNN serves
 

@@ -12,7 +12,7 @@ from etl.decode import FrameLimits, FrameRejected, decode_batch, decode_one
 from framestream import fashion_mnist
 from framestream.frames import encode_image
 from models.spec import PreprocessSpec
-from tests.helpers import hostile
+from framestream import hostile
 
 SPECS = (PreprocessSpec(), PreprocessSpec(16, 12, 3, (0.5,) * 3, (0.25,) * 3, "bicubic"))
 LIMITS = FrameLimits()  # the production defaults: the limits are part of what is fuzzed
