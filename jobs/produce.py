@@ -6,8 +6,8 @@
 
 Flags override ``FRAMESTREAM_KAFKA_*`` / ``FRAMESTREAM_PRODUCER_*`` settings. The topic is created
 when missing. Prints one summary line; exits 1 when any frame was not acknowledged.
-``--corrupt K`` mixes in K broken frames from ``tests/helpers/hostile.py`` (the repository's test
-helpers: this is a chaos option for checking the DLQ), each labelled with ``fs-corrupt`` and the
+``--corrupt K`` mixes in K broken frames from ``framestream/hostile.py`` (a chaos option for
+checking the DLQ), each labelled with ``fs-corrupt`` and the
 DLQ reason it must get in ``fs-expect``.
 """
 
