@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from etl.decode import decode_batch
 from framestream import frames, results
 from framestream.producer import fashion_frames, mix_in, publish_frames
+from launcher.gang import ServingGang
 from models.nets import DEFAULT_SPECS
 from mpi_workers.model_cache import ModelCache
 from mpi_workers.server_loop import forward
@@ -22,8 +25,10 @@ pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi, pytest.mark
 VERSION = "random-fashion_cnn"
 
 
-def stream_args(bootstrap: str, topics: dict[str, str], tmp: Path) -> list[str]:
-    return ["--ranks", "2", "--version", VERSION, "--rank-threads", "1",
+def stream_args(bootstrap: str, topics: dict[str, str], tmp: Path, ranks: int = 2) -> list[str]:
+    """Flags for the stream job; ``ranks=0`` attaches to ranks published in tmp/endpoints.json."""
+    launch = ["--ranks", str(ranks), "--rank-threads", "1"] if ranks else []
+    return [*launch, "--version", VERSION,
             "--bootstrap", bootstrap, "--topic", topics["frames"],
             "--predictions-topic", topics["predictions"], "--dlq-topic", topics["dlq"],
             "--checkpoint", str(tmp / "checkpoint"), "--endpoints", str(tmp / "endpoints.json"),
@@ -43,9 +48,25 @@ def test_conservation_and_scores_equal_the_model_run_locally(kafka_bootstrap, to
         fashion_frames(n_good), [(h.kind, h.data, h.expect.value) for h in hostile], n_good))
     assert sent.sent == n_good + len(hostile)
 
-    stats = run_stream([*stream_args(kafka_bootstrap, topics, tmp_path), "--available-now"],
-                       tmp_path / "stream.log", timeout=300)
+    # ranks started on their own (as `mpirun -n 2 python -m mpi_workers.serve` would be); the
+    # stream attaches to them with --endpoints instead of launching its own
+    gang = ServingGang(2, ["--version", VERSION, "--threads", "1"], tmp_path / "endpoints.json",
+                       tmp_path / "logs")
+    published = gang.start()
+    try:
+        stats = run_stream([*stream_args(kafka_bootstrap, topics, tmp_path, ranks=0),
+                            "--available-now"], tmp_path / "stream.log", timeout=300)
+        scraped = [urllib.request.urlopen(r.metrics, timeout=10).read().decode()
+                   for r in published.ranks]
+    finally:
+        gang.stop()
     assert stats["predictions"] == n_good and stats["dead_letters"] == len(hostile)
+    assert stats["rank_restarts"] == 0
+    served = [float(re.search(r"^framestream_rank_frames_total\{[^}]*\} (\S+)$", text, re.M)[1])
+              for text in scraped]
+    assert sum(served) == n_good and all(s > 0 for s in served)  # Prometheus counts, spread
+    assert all('framestream_rank_model_info{rank="' in text and VERSION in text
+               for text in scraped)
 
     preds = results.read_topic(kafka_bootstrap, topics["predictions"], count=n_good, timeout=60)
     dlq = results.read_topic(kafka_bootstrap, topics["dlq"], count=len(hostile), timeout=60)
