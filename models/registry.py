@@ -232,7 +232,9 @@ class Registry:
             tmp.mkdir()
             try:
                 weights = tmp / WEIGHTS_FILE
-                save_file(tensors, str(weights), metadata={"version": version, "net": net})
+                # One metadata key: safetensors writes the map in hash order, so two keys would
+                # give identical weights different bytes (and different checksums) run to run.
+                save_file(tensors, str(weights), metadata={"format": "pt"})
                 manifest = Manifest(
                     version=version, parent=parent, created=_now(), net=net,
                     net_kwargs=dict(net_kwargs), spec=spec.to_dict(), metrics=dict(metrics),

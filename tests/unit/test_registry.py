@@ -187,3 +187,9 @@ def test_cli(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out) == {"serving": "v0001"}
     assert cli(["--root", root, "show", "v0077"]) == 2
     assert "v0077" in capsys.readouterr().err
+
+
+def test_identical_weights_give_identical_files_and_checksums(tmp_path: Path) -> None:
+    a, b = Registry(tmp_path / "a"), Registry(tmp_path / "b")
+    assert _publish(a, 0.8, seed=5).sha256 == _publish(b, 0.8, seed=5).sha256
+    assert _publish(a, 0.8, seed=5).sha256 == a.manifest("v0001").sha256  # v0002, same bytes
