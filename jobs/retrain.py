@@ -1,14 +1,29 @@
-"""Entry point: data-parallel retraining under mpirun. Not built yet (issue #5); it fails plainly instead of pretending."""
+"""``mpirun -n N python jobs/retrain.py [flags]`` (or ``python -m jobs.retrain``): data-parallel
+retraining on MPI ranks; rank 0 publishes a registry version and prints one JSON line.
+
+The logic lives in :mod:`mpi_workers.train` (flags: ``--help``); this file only sets up logging
+(rank 0 at INFO, the other ranks at WARNING) and makes the checkout importable when it is run as a
+script.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+
+if not __package__:  # `python jobs/retrain.py`: sys.path[0] is jobs/, not the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from framestream.logs import setup_logging  # noqa: E402
+from mpi_workers.train import main  # noqa: E402
 
 
-def main() -> int:
-    print("jobs/retrain.py (data-parallel retraining under mpirun) is not built yet: see issue #5", file=sys.stderr)
-    return 2
+def run(argv: list[str] | None = None) -> int:
+    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+    setup_logging(None if rank == 0 else "WARNING")
+    return main(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -1,0 +1,368 @@
+"""Data-parallel training under ``mpirun`` (``jobs/retrain.py``); rank 0 publishes a registry version.
+
+Every rank builds the same net from the same seed, takes rank 0's weights (broadcast), trains on its
+own shard of Fashion-MNIST's train split (one permutation per epoch, sliced by rank) and averages
+gradients with the others every step through a :mod:`mpi_workers.backends` backend. Frames go
+through the serving path's preprocessing (uint8 NHWC -> :func:`models.spec.normalize` with the
+net's spec), with an optional flip/crop augmentation on the uint8 frames. After each epoch the
+ranks evaluate the fixed holdout (Fashion-MNIST test split) in shards, and rank 0 checkpoints.
+At the end rank 0 publishes a version and passes it through the registry's promotion gate.
+
+A raising rank ends the whole job (:func:`mpi_workers.dist.abort_on_error`). No pickle between
+ranks: the checkpoint travels as raw bytes in an MPI buffer and is read weights-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from framestream.errors import ConfigError
+from framestream.paths import state_dir
+from framestream.settings import check, settings_section
+from mpi_workers.backends import BACKENDS
+from mpi_workers.dist import abort_on_error, world
+
+if TYPE_CHECKING:
+    from mpi4py.MPI import Intracomm
+
+    from models.registry import Manifest, Registry
+
+log = logging.getLogger(__name__)
+HOLDOUT = "fashion-mnist/test"
+AUGMENT = ("none", "flip", "flip-crop")
+
+
+@settings_section("train")
+@dataclass(frozen=True)
+class TrainSettings:
+    """One retraining run. ``FRAMESTREAM_TRAIN_<NAME>``; the CLI flags of jobs/retrain.py win."""
+
+    backend: str = field(default="auto", metadata=check(lambda v: v in BACKENDS, f"one of {BACKENDS}"))
+    net: str = field(default="fashion_cnn", metadata=check(lambda v: v == "fashion_cnn",
+                                                           "fashion_cnn (the net for 28x28x1 frames)"))
+    epochs: int = field(default=8, metadata=check(lambda v: 1 <= v <= 1000, "1..1000"))
+    batch_size: int = field(default=128, metadata=check(lambda v: 1 <= v <= 65536, "1..65536 per rank"))
+    lr: float = field(default=3e-3, metadata=check(lambda v: 0 < v <= 10, "0 < lr <= 10"))
+    optimizer: str = field(default="adam", metadata=check(lambda v: v in ("adam", "sgd"), "adam or sgd"))
+    seed: int = field(default=0, metadata=check(lambda v: 0 <= v < 2**31, "0..2^31-1"))
+    threads: int = field(default=0, metadata=check(lambda v: v >= 0, ">= 0 (0 = cores // ranks)"))
+    augment: str = field(default="none", metadata=check(lambda v: v in AUGMENT, f"one of {AUGMENT}"))
+    checkpoint_dir: Path = field(default_factory=lambda: state_dir() / "retrain" / "checkpoints")
+    registry: Path | None = None    # None: FRAMESTREAM_REGISTRY_ROOT / <state>/registry
+    margin: float = field(default=0.0, metadata=check(lambda v: -1 <= v <= 1, "-1..1"))
+    max_train: int = field(default=0, metadata=check(lambda v: v >= 0, ">= 0 (0 = all 60000)"))
+    holdout_limit: int = field(default=0, metadata=check(lambda v: v >= 0, ">= 0 (0 = all 10000)"))
+    target: float = field(default=0.92, metadata=check(lambda v: 0 < v <= 1, "0..1"))
+    timeout_s: float = field(default=120.0, metadata=check(lambda v: v > 0, "> 0 seconds"))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What this invocation does beyond the settings."""
+
+    resume: bool = False            # continue from <checkpoint_dir>/last.pt when it exists
+    promote: bool = True            # pass the new version through the promotion gate
+    warm_start: bool = False        # start from the serving version's weights (its parent)
+    stop_after: int = 0             # stop after this many epochs of this run, keep the checkpoint
+    plot: Path | None = None
+    progress: bool = True
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainSettings, RunOptions]:
+    p = argparse.ArgumentParser(prog="mpirun -n N python jobs/retrain.py",
+                                description="Data-parallel retraining; rank 0 publishes a version.")
+    p.add_argument("--backend", choices=BACKENDS)
+    p.add_argument("--net")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="per rank (default 128)")
+    p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--optimizer", choices=("adam", "sgd"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads per rank (default cores // ranks)")
+    p.add_argument("--augment", choices=AUGMENT,
+                   help="random changes to the uint8 frames: none (default), flip (horizontal) "
+                        "or flip-crop (flip + random crop with 2 pixels of padding)")
+    p.add_argument("--checkpoint-dir", type=Path)
+    p.add_argument("--registry", type=Path, help="registry root")
+    p.add_argument("--margin", type=float, help="required holdout gain over the serving version")
+    p.add_argument("--max-train", type=int, help="train on the first N samples only")
+    p.add_argument("--holdout-limit", type=int,
+                   help="evaluate on the first N test samples (a different holdout name: tests)")
+    p.add_argument("--target", type=float, help="accuracy whose time-to-reach is reported")
+    p.add_argument("--timeout", dest="timeout_s", type=float,
+                   help="seconds a rank waits for the others to join or answer")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--no-promote", dest="promote", action="store_false")
+    p.add_argument("--warm-start", action="store_true",
+                   help="start from the serving version's weights instead of random ones")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="stop after N epochs of this run (checkpoint kept, nothing published)")
+    p.add_argument("--plot", type=Path, help="write loss/accuracy curves to this PNG")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    a = vars(p.parse_args(argv))
+    names = {f.name for f in fields(TrainSettings)}
+    settings = TrainSettings.load(**{k: v for k, v in a.items() if k in names})
+    opts = RunOptions(**{k: v for k, v in a.items() if k not in names})
+    return settings, opts
+
+
+def _mpi_sum(comm: "Intracomm", values: list[float]) -> list[float]:
+    from mpi4py import MPI
+
+    buf = np.array(values, dtype=np.float64)
+    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+    return buf.tolist()
+
+
+def _bcast_bytes(comm: "Intracomm", data: bytes | None) -> bytes | None:
+    """Rank 0's bytes (or None) on every rank, as a raw MPI buffer."""
+    size = np.array([-1 if data is None else len(data)], dtype=np.int64)
+    comm.Bcast(size, root=0)
+    if size[0] < 0:
+        return None
+    buf = np.frombuffer(data, dtype=np.uint8).copy() if comm.rank == 0 else np.empty(size[0], np.uint8)
+    comm.Bcast(buf, root=0)
+    return buf.tobytes()
+
+
+def _local_ranks(comm: "Intracomm") -> int:
+    env = os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE")
+    if env:
+        return int(env)
+    from mpi4py import MPI
+
+    return comm.Split_type(MPI.COMM_TYPE_SHARED).size
+
+
+def _config(s: TrainSettings, world_size: int) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed (it fixes the data order and LR schedule)."""
+    return {"net": s.net, "epochs": s.epochs, "batch_size": s.batch_size, "lr": s.lr,
+            "optimizer": s.optimizer, "seed": s.seed, "max_train": s.max_train,
+            "augment": s.augment, "world_size": world_size}
+
+
+def train(s: TrainSettings, opts: RunOptions) -> dict[str, Any] | None:
+    """Run on every rank; rank 0 returns the result (the final JSON), the others None."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from framestream import fashion_mnist
+    from models import train_loop as tl
+    from models.nets import DEFAULT_SPECS, build
+    from models.spec import normalize
+    from mpi_workers.backends import select_backend
+
+    started = time.perf_counter()
+    comm = world()
+    rank, size = comm.rank, comm.size
+    device = torch.device(f"cuda:{int(os.environ.get('OMPI_COMM_WORLD_LOCAL_RANK', 0))}"
+                          if torch.cuda.is_available() else "cpu")
+    threads = s.threads or max(1, (os.cpu_count() or 1) // _local_ranks(comm))
+    torch.set_num_threads(threads)
+    spec = DEFAULT_SPECS[s.net]
+    images, labels = fashion_mnist.load("train")
+    n = min(s.max_train or len(images), len(images))
+    hold_x, hold_y = fashion_mnist.load("test")
+    n_hold = min(s.holdout_limit or len(hold_x), len(hold_x))
+    holdout = HOLDOUT if n_hold == len(hold_x) else f"{HOLDOUT}[:{n_hold}]"
+
+    backend = select_backend(s.backend, comm, device, s.timeout_s)
+    torch.manual_seed(s.seed)
+    model = build(s.net).to(device)
+    parent = None
+    if opts.warm_start and rank == 0:
+        parent = _warm_start(model, s)
+    optimizer = backend.wrap_optimizer(tl.make_optimizer(s.optimizer, model, s.lr), model)
+    steps = tl.steps_per_epoch(n, size, s.batch_size)
+    scheduler = tl.make_scheduler(optimizer, s.lr, steps * s.epochs)
+    config = _config(s, size)
+    ckpt_path = s.checkpoint_dir / "last.pt"
+    start_epoch, history, step_losses, published = 0, [], [], None
+    if opts.resume:
+        data = _bcast_bytes(comm, ckpt_path.read_bytes() if rank == 0 and ckpt_path.exists() else None)
+        if data is None:
+            if rank == 0:
+                log.warning("--resume: no checkpoint at %s, starting from scratch", ckpt_path)
+        else:
+            state = tl.checkpoint_from_bytes(data)
+            if state["config"] != config:
+                raise ConfigError("--resume", str(ckpt_path), f"a run with the same settings "
+                                  f"({state['config']}, this run {config}); start without --resume")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, history = state["epoch"], state["history"]
+            step_losses, parent = state["step_losses"], state["parent"] or None
+            published = state.get("published") or None
+            if rank == 0:
+                log.info("resuming from %s after epoch %d/%d", ckpt_path, start_epoch, s.epochs)
+    backend.broadcast_model(model)
+    backend.broadcast_optimizer_state(optimizer)
+    if rank == 0:
+        log.info("training %s: %d ranks x %d threads, backend %s, %d samples, %d steps/epoch",
+                 s.net, size, threads, backend.name, n, steps)
+
+    resumed_from, stopped, train_started = start_epoch, False, time.perf_counter()
+    prior_s = history[-1]["elapsed_s"] if history else 0.0
+    for epoch in range(start_epoch, s.epochs):
+        torch.manual_seed(s.seed * 1_000_003 + epoch * 1009 + rank)        # dropout
+        gen = torch.Generator().manual_seed(s.seed * 1_000_033 + epoch * 919 + rank)
+        model.train()
+        local_loss, local_steps = 0.0, 0
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{s.epochs}", unit="step", file=sys.stderr,
+                   disable=not (opts.progress and rank == 0), mininterval=1.0, dynamic_ncols=True)
+        for part in tl.batches(tl.shard_indices(n, rank, size, s.seed, epoch), s.batch_size):
+            x = tl.frames_of(images, part)
+            if s.augment != "none":
+                x = tl.augment(x, gen, pad=2 if s.augment == "flip-crop" else 0)
+            x = normalize(x.to(device), spec)
+            y = torch.from_numpy(labels[part].astype(np.int64)).to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            backend.step(optimizer, model)
+            scheduler.step()
+            value = loss.detach().item()
+            local_loss, local_steps = local_loss + value, local_steps + 1
+            if rank == 0:
+                step_losses.append(value)
+            bar.update()
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+        bar.close()
+        backend.average_buffers(model)
+        mine = np.arange(rank, n_hold, size)
+        correct, loss_sum, count = tl.evaluate(model, hold_x, hold_y, spec, mine, device=device)
+        correct, loss_sum, count, tl_sum, tl_n = _mpi_sum(
+            comm, [correct, loss_sum, count, local_loss, local_steps])
+        history.append({"epoch": epoch + 1, "train_loss": tl_sum / tl_n,
+                        "holdout_accuracy": correct / count, "holdout_loss": loss_sum / count,
+                        "elapsed_s": prior_s + time.perf_counter() - train_started})
+        if rank == 0:
+            tl.write_bytes_atomic(ckpt_path, tl.checkpoint_bytes({
+                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "history": history, "step_losses": step_losses,
+                "config": config, "parent": parent or "", "published": ""}))
+            log.info("epoch %d/%d: train loss %.4f, holdout accuracy %.4f (%.0f s)", epoch + 1,
+                     s.epochs, history[-1]["train_loss"], history[-1]["holdout_accuracy"],
+                     history[-1]["elapsed_s"])
+        if opts.stop_after and epoch + 1 - resumed_from >= opts.stop_after and epoch + 1 < s.epochs:
+            stopped = True
+            break
+    backend.close()
+    if rank != 0:
+        return None
+
+    reached = [h["elapsed_s"] for h in history if h["holdout_accuracy"] >= s.target]
+    result: dict[str, Any] = {
+        "version": None, "promoted": False, "reason": "", "backend": backend.name,
+        "world_size": size, "threads_per_rank": threads, "epochs": len(history),
+        "resumed_from_epoch": resumed_from, "holdout": holdout,
+        "holdout_accuracy": history[-1]["holdout_accuracy"] if history else None,
+        "train_s": round(history[-1]["elapsed_s"], 2) if history else 0.0,
+        "target": s.target, "time_to_target_s": round(reached[0], 2) if reached else None}
+    if opts.plot and history:
+        from models.train_plot import plot_curves
+
+        plot_curves(history, step_losses, opts.plot, target=s.target,
+                    title=f"{s.net}: {size} ranks, {backend.name}, batch {s.batch_size}/rank")
+        result["plot"] = str(opts.plot)
+    if stopped:
+        result["reason"] = f"stopped after epoch {len(history)} (--stop-after); resume with --resume"
+    elif published:
+        result.update(version=published, reason=f"already published as {published} (checkpoint)")
+    else:
+        result.update(_publish(model, s, opts, history, parent, backend.name, size, n, holdout))
+        state = tl.checkpoint_from_bytes(ckpt_path.read_bytes())
+        tl.write_bytes_atomic(ckpt_path, tl.checkpoint_bytes({**state, "published": result["version"]}))
+    result["wall_s"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def _registry(s: TrainSettings) -> "Registry":
+    from models.registry import Registry
+
+    return Registry(s.registry)
+
+
+def _warm_start(model: Any, s: TrainSettings) -> str | None:
+    reg = _registry(s)
+    if reg.serving() is None:
+        log.warning("--warm-start: registry %s serves nothing; starting from random weights", reg.root)
+        return None
+    served, m = reg.load(device="cpu")
+    if m.net != s.net:
+        raise ConfigError("--warm-start", m.version, f"a serving version of net {s.net} (it is {m.net})")
+    model.load_state_dict(served.state_dict())
+    return m.version
+
+
+def _publish(model: Any, s: TrainSettings, opts: RunOptions, history: list[dict[str, Any]],
+             parent: str | None, backend: str, size: int, n: int, holdout: str) -> dict[str, Any]:
+    from models.nets import DEFAULT_SPECS
+
+    reg = _registry(s)
+    last = history[-1]
+    reached = [h["elapsed_s"] for h in history if h["holdout_accuracy"] >= s.target]
+    metrics = {"holdout_accuracy": last["holdout_accuracy"], "holdout": holdout,
+               "holdout_loss": last["holdout_loss"], "train_loss": last["train_loss"],
+               "train_s": last["elapsed_s"], "target": s.target,
+               "time_to_target_s": reached[0] if reached else None, "history": history}
+    data = {"source": "fashion-mnist", "split": "train", "rows": [0, n], "augment": s.augment,
+            "epochs": s.epochs, "batch_size_per_rank": s.batch_size, "optimizer": s.optimizer,
+            "lr": s.lr, "seed": s.seed}
+    m = reg.publish(model, net=s.net, net_kwargs={}, spec=DEFAULT_SPECS[s.net], metrics=metrics,
+                    parent=parent, backend=backend, world_size=size, data=data)
+    out = {"version": m.version, "registry": str(reg.root)}
+    if opts.promote:
+        d = reg.promote(m.version, margin=s.margin)
+        out.update(promoted=d.promoted, reason=d.reason)
+    else:
+        out.update(reason="not promoted (--no-promote)")
+    out["serving"] = reg.serving()
+    return out
+
+
+@abort_on_error
+def main(argv: list[str] | None = None) -> int:
+    settings, opts = parse_args(argv)
+    result = train(settings, opts)
+    if result is not None:
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+def ensure_first_version(registry: "Registry | Path | str | None" = None, ranks: int = 2,
+                         epochs: int = 2, timeout: float = 900.0,
+                         extra_args: list[str] | tuple[str, ...] = ()) -> "Manifest":
+    """The serving manifest; when the registry serves nothing yet, train one first.
+
+    Runs the real job (``mpirun -n ranks python -m jobs.retrain --epochs E``) within ``timeout``
+    seconds; raises :class:`~launcher.errors.RankFailed` or
+    :class:`~framestream.errors.DeadlineExceeded` when it fails, and RegistryError when it ends
+    without a serving version.
+    """
+    from launcher.mpirun import run_mpi
+    from models.errors import RegistryError
+    from models.registry import Registry
+
+    reg = registry if isinstance(registry, Registry) else Registry(registry)
+    if reg.serving() is None:
+        log.info("registry %s serves nothing: training a first version on %d ranks", reg.root, ranks)
+        out = run_mpi(ranks, "jobs.retrain", ["--registry", str(reg.root), "--epochs", str(epochs),
+                                              "--no-progress", *extra_args], timeout=timeout)
+        log.info("first version: %s", out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "")
+    version = reg.serving()
+    if version is None:
+        raise RegistryError(f"retraining ran but registry {reg.root} still serves nothing")
+    return reg.manifest(version)
