@@ -97,15 +97,17 @@ def classify_batch(batch: pa.RecordBatch, ctx: BatchContext, spec: Any, limits: 
     answers = client.gather()
     rows = np.concatenate([r for _, r in ok_rows]) if ok_rows else np.zeros(0, np.int64)
     if ok_rows:
-        scores = np.concatenate([answers[start][0] for start, _ in ok_rows])
-        used = {answers[start][1] for start, _ in ok_rows}
+        scores = np.concatenate([answers[start].scores for start, _ in ok_rows])
+        ranks = np.concatenate([np.full(len(r), answers[start].rank) for start, r in ok_rows])
+        used = {answers[start].version for start, _ in ok_rows}
         if used != {ctx.model_version}:
             raise RuntimeError(f"batch {ctx.batch_id} pinned model {ctx.model_version} but ranks "
                                f"answered with {sorted(used)}")
     else:
         scores = np.zeros((0, max(1, len(spec.class_names))), np.float32)
-    out = [predictions(rows, scores, ctx.model_version, ctx.batch_id, batch, spec.class_names,
-                       ctx.topk, ctx.predictions_topic, frames.FRAME_ID_HEADER,
+        ranks = np.zeros(0, np.int64)
+    out = [predictions(rows, scores, ranks, ctx.model_version, ctx.batch_id, batch,
+                       spec.class_names, ctx.topk, ctx.predictions_topic, frames.FRAME_ID_HEADER,
                        frames.CAPTURE_TS_HEADER, frames.LABEL_HEADER)]
     bad = np.concatenate(bad_rows) if bad_rows else np.zeros(0, np.int64)
     if len(bad):

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import zmq
@@ -54,6 +54,12 @@ class RankError(FramestreamError):
         self.code = code
 
 
+class Answer(NamedTuple):
+    scores: np.ndarray   # float32 [frames, classes]
+    version: str         # the model version that answered
+    rank: int            # the rank that answered
+
+
 @dataclass
 class _Request:
     rid: str
@@ -84,11 +90,12 @@ class RankClient:
         self._ranks: list[_Rank] = []
         self._queue: list[_Request] = []       # waiting for a credit
         self._open: dict[str, _Request] = {}   # sent, waiting for an answer
-        self._done: dict[Any, tuple[np.ndarray, str]] = {}
+        self._done: dict[Any, Answer] = {}
         self.generation = -1
         self.resent = 0
         self._outage_since: float | None = None
         self._next_refresh = 0.0
+        self._turn = os.getpid()  # executors start their turns at different ranks
         self._connect(endpoints)
 
     # -- connections --------------------------------------------------------------------------
@@ -131,8 +138,8 @@ class RankClient:
     def pending(self) -> int:
         return len(self._queue) + len(self._open)
 
-    def gather(self) -> dict[Any, tuple[np.ndarray, str]]:
-        """Wait for every submitted request; returns tag -> (scores, model version used)."""
+    def gather(self) -> dict[Any, Answer]:
+        """Wait for every submitted request; returns tag -> Answer."""
         while self.pending():
             self._pump(wait=True)
         done, self._done = self._done, {}
@@ -147,7 +154,7 @@ class RankClient:
         if not done:
             return np.zeros((0, 0), np.float32), version or ""
         parts = [done[i] for i in range(len(done))]
-        return np.concatenate([p[0] for p in parts]), parts[0][1]
+        return np.concatenate([p.scores for p in parts]), parts[0].version
 
     # -- the pump -----------------------------------------------------------------------------
     def _pump(self, wait: bool) -> None:
@@ -171,9 +178,13 @@ class RankClient:
             if not live:
                 return
             req = self._queue[0]
-            # least loaded, and not the rank that just failed this request when there is another
-            live.sort(key=lambda i: (i == req.rank, len(self._ranks[i].inflight)))
+            # least loaded, not the rank that just failed this request when there is another,
+            # ties taken in turn so that light load spreads over the ranks too
+            n = len(self._ranks)
+            live.sort(key=lambda i: (i == req.rank, len(self._ranks[i].inflight),
+                                     (i - self._turn) % n))
             rank = live[0]
+            self._turn = (rank + 1) % n
             msg = Message(Op.INFER, req.rid, (req.images,), req.version,
                           time.time() + self.settings.request_timeout_s)
             try:
@@ -209,7 +220,8 @@ class RankClient:
             self._ranks[req.rank].inflight.discard(req.rid)
             if msg.op is Op.ERROR:
                 raise RankError(str(msg.meta.get("code")), str(msg.meta.get("detail")))
-            self._done[req.tag] = (np.array(msg.tensors[0]), msg.model or "")
+            self._done[req.tag] = Answer(np.array(msg.tensors[0]), msg.model or "",
+                                         int(msg.meta.get("rank", -1)))
 
     def _expire(self) -> None:
         now = time.time()

@@ -6,11 +6,12 @@ Both kinds leave the executors in one Arrow batch with the columns the Kafka sin
     {"topic": "frames", "partition": 2, "offset": 1041, "key": "cam-3", "frame_id": "…",
      "label": 9, "class_index": 9, "class_name": "Ankle boot",
      "topk": [{"index": 9, "name": "Ankle boot", "score": 0.97}, …],
-     "model_version": "v0002", "batch_id": 17,
+     "model_version": "v0002", "batch_id": 17, "rank": 1,
      "ingest_ts": 1700000000.123, "capture_ts": 1700000000.101, "prediction_ts": 1700000000.456}
 
-Every field but ``prediction_ts`` (when this copy was made) is a function of the frame and the
-pinned model version, so a replayed offset yields the same answer. A dead letter keeps the frame's
+Every field but ``prediction_ts`` (when this copy was made) and ``rank`` (which rank answered it)
+is a function of the frame and the pinned model version, so a replayed offset yields the same
+answer. A dead letter keeps the frame's
 original key, bytes and headers and adds ``fs-dlq-*`` headers: reason code, detail, source topic,
 partition and offset.
 """
@@ -48,8 +49,8 @@ def _number(b: bytes | None, kind: type) -> float | int | None:
         return None
 
 
-def predictions(rows: np.ndarray, scores: np.ndarray, version: str, batch_id: int,
-                src: pa.RecordBatch, class_names: Sequence[str], topk: int, topic: str,
+def predictions(rows: np.ndarray, scores: np.ndarray, ranks: np.ndarray, version: str,
+                batch_id: int, src: pa.RecordBatch, class_names: Sequence[str], topk: int, topic: str,
                 frame_id_header: str, capture_header: str, label_header: str) -> pa.RecordBatch:
     """One prediction row per decoded frame; ``rows`` index into ``src``."""
     n = len(rows)
@@ -79,7 +80,8 @@ def predictions(rows: np.ndarray, scores: np.ndarray, version: str, batch_id: in
             "topic": topics[i], "partition": parts[i], "offset": offsets[i], "key": _text(keys[i]),
             "frame_id": _text(frame_ids[i]), "label": _number(labels[i], int),
             "class_index": top[0]["index"], "class_name": top[0]["name"], "topk": top,
-            "model_version": version, "batch_id": batch_id, "ingest_ts": ingest[i],
+            "model_version": version, "batch_id": batch_id, "rank": int(ranks[i]),
+            "ingest_ts": ingest[i],
             "capture_ts": _number(captures[i], float), "prediction_ts": now,
         }, separators=(",", ":")).encode())
     return pa.record_batch([pa.array([topic] * n, pa.string()), pa.array(keys, pa.binary()),

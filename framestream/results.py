@@ -102,9 +102,13 @@ class Summary:
                 f"model versions   {', '.join(self.versions)}"]
 
 
+#: Fields that describe one copy of a prediction, not the answer: when, and which rank.
+COPY_FIELDS = ("prediction_ts", "rank")
+
+
 def identity(prediction: dict[str, Any]) -> dict[str, Any]:
-    """What must be equal between two copies of one prediction: all but prediction_ts."""
-    return {k: v for k, v in prediction.items() if k != "prediction_ts"}
+    """What must be equal between two copies of one prediction: the answer, not the copy."""
+    return {k: v for k, v in prediction.items() if k not in COPY_FIELDS}
 
 
 def summarize(frames_in: int, prediction_records: Iterable[Any],

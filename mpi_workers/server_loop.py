@@ -136,6 +136,8 @@ class RankServer:
             else np.array(batch[0].payload.tensors[0])  # a writable copy off the socket buffer
         scores = forward(model, images, self.max_batch)
         self.metrics.batch_frames.observe(len(images))
+        self.frames_served += len(images)  # counted before the replies go out
+        self.metrics.frames.inc(len(images))
         start = 0
         now = time.monotonic()
         for p in batch:
@@ -145,8 +147,6 @@ class RankServer:
                                                  rank=self.rank, batch_frames=len(images)),
                         "INFER", "ok")
             self.metrics.latency.observe(now - received.get(id(p), now))
-        self.frames_served += len(images)
-        self.metrics.frames.inc(len(images))
 
 
 def forward(model: "LoadedModel", images: np.ndarray, max_batch: int) -> np.ndarray:

@@ -88,6 +88,14 @@ def test_scores_equal_the_model_run_locally_and_load_spreads(two_ranks) -> None:
     client.close()
 
 
+def test_light_load_still_spreads_over_the_ranks(two_ranks) -> None:
+    client = RankClient(endpoint_set(1, *two_ranks), ClientSettings(chunk_frames=10))
+    for i in range(6):  # one request at a time: every rank is idle at each choice
+        client.infer(frames(10, seed=i), VERSION)
+    assert [r.server.frames_served for r in two_ranks] == [30, 30]
+    client.close()
+
+
 def test_credits_bound_requests_in_flight_per_rank(two_ranks) -> None:
     client = RankClient(endpoint_set(1, *two_ranks), ClientSettings(chunk_frames=10,
                                                                     credits_per_rank=1))
