@@ -67,9 +67,13 @@ def check_spark(kafka: KafkaSettings) -> str:
     from etl.session import SparkSettings, spark_session
 
     spark = spark_session(SparkSettings.load(ui=False))
-    rows = (spark.read.format("kafka").option("kafka.bootstrap.servers", kafka.bootstrap)
-            .option("subscribe", kafka.frames_topic).load().count())
-    return f"Spark {spark.version} read {kafka.frames_topic} with the Kafka source ({rows} records)"
+    try:
+        rows = (spark.read.format("kafka").option("kafka.bootstrap.servers", kafka.bootstrap)
+                .option("subscribe", kafka.frames_topic).load().count())
+        return (f"Spark {spark.version} read {kafka.frames_topic} with the Kafka source "
+                f"({rows} records)")
+    finally:
+        spark.stop()
 
 
 def check_mpi() -> str:
