@@ -75,12 +75,15 @@ for name in kafka-broker spark-kafka; do
   fi
 done
 
-# spark-submit in this venv gets Spark's Kafka source through spark.jars in its defaults file, so
-# `spark-submit jobs/stream_classify.py` needs no --jars; pyspark started from Python reads it too.
+# spark-submit in this venv gets Spark's Kafka source (spark.jars) and the venv's Python from its
+# defaults file, so `spark-submit jobs/stream_classify.py` needs no --jars and no PYSPARK_PYTHON.
 spark_conf=$("$venv/bin/python" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "conf"))')
 mkdir -p "$spark_conf"
-{ echo "# Written by framestream scripts/setup.sh: Spark's Kafka source (java/spark-kafka/pom.xml)."
-  echo "spark.jars $(ls "$cache/jars/spark-kafka"/*.jar | paste -sd, -)"; } > "$spark_conf/spark-defaults.conf"
+{ echo "# Written by framestream scripts/setup.sh: Spark's Kafka source (java/spark-kafka/pom.xml)"
+  echo "# and this venv's Python for the driver and the Python workers."
+  echo "spark.jars $(ls "$cache/jars/spark-kafka"/*.jar | paste -sd, -)"
+  echo "spark.pyspark.python $venv/bin/python"
+  echo "spark.pyspark.driver.python $venv/bin/python"; } > "$spark_conf/spark-defaults.conf"
 
 # --- Horovod (optional training backend) ---------------------------------------------------------
 # PyPI's latest horovod (0.28.1) is an sdist that does not compile against torch >= 2.1 (C++14 vs
