@@ -1,29 +1,122 @@
 """``make demo``: the main job end to end on the embedded default stack.
 
-Brings up the local Kafka broker (reused if running), checks every engine with a small real job,
-then runs the stream.
+1. the local Kafka broker (reused if running) and a check of every engine;
+2. a model in the registry (trained here with ``mpirun -n 2 jobs/retrain.py`` when it is empty);
+3. ``spark-submit jobs/stream_classify.py --ranks 2`` on the ``frames`` topic from its current end;
+4. 10,000 Fashion-MNIST test frames and a few corrupt ones published by ``jobs.produce``;
+5. a summary read back from ``predictions`` and ``frames.dlq``: frames in, predictions, dead
+   letters, frames/s, frame -> prediction latency p50/p99, accuracy against the true labels.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
+from framestream.config import KafkaSettings
 from framestream.logs import setup_logging
+from framestream.paths import REPO, state_dir
 
 
-def main() -> int:
+def _stream_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+               PYTHONPATH=str(REPO))
+    return env
+
+
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the stream exited ({proc.returncode}) while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--count", type=int, default=10_000, help="Fashion-MNIST frames to publish")
+    p.add_argument("--corrupt", type=int, default=5, help="corrupt frames mixed in")
+    p.add_argument("--rate", type=float, default=0, help="frames/s (0 = as fast as possible)")
+    p.add_argument("--ranks", type=int, default=2)
+    p.add_argument("--skip-doctor", action="store_true", help="skip the per-engine check")
+    a = p.parse_args(argv)
     setup_logging("WARNING")
+    from framestream import results
     from stack.__main__ import doctor, up
 
-    print("== 1/3 Kafka broker (KRaft, 127.0.0.1)")
+    kafka = KafkaSettings.load()
+    print("== 1/5 Kafka broker (single-node KRaft on 127.0.0.1)", flush=True)
     if up(None) != 0:
         return 1
-    print("== 2/3 engines")
-    if doctor() != 0:
-        return 1
-    print("== 3/3 stream")
-    print("the streaming job (Kafka -> Spark -> ZeroMQ -> MPI ranks) is not built yet: issue #4")
-    return 0
+    if not a.skip_doctor:
+        print("== 2/5 engines", flush=True)
+        if doctor() != 0:
+            return 1
+    print("== 3/5 model", flush=True)
+    from models.registry import Registry
+    from mpi_workers.train import ensure_first_version
+
+    registry = Registry()
+    manifest = ensure_first_version(registry, ranks=a.ranks)
+    print(f"serving {manifest.version}: holdout accuracy "
+          f"{manifest.metrics['holdout_accuracy']:.4f} ({manifest.net}, {registry.root})", flush=True)
+
+    print(f"== 4/5 stream: spark-submit jobs/stream_classify.py --ranks {a.ranks}", flush=True)
+    start = {t: results.end_offsets(kafka.bootstrap, t)
+             for t in (kafka.frames_topic, kafka.predictions_topic, kafka.dlq_topic)}
+    run_dir = state_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ready = run_dir / "ready.json"
+    cmd = [str(Path(sys.executable).parent / "spark-submit"), str(REPO / "jobs/stream_classify.py"),
+           "--ranks", str(a.ranks), "--checkpoint", str(run_dir / "checkpoint"),
+           "--starting-offsets", results.spark_offsets(kafka.frames_topic,
+                                                       start[kafka.frames_topic]),
+           "--ready-file", str(ready)]
+    log = run_dir / "stream.log"
+    with open(log, "wb") as out:
+        stream = subprocess.Popen(cmd, env=_stream_env(), stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+    try:
+        _wait(ready.exists, 300, "the stream to start (log: %s)" % log, stream)
+        print(f"stream running (log {log}); publishing {a.count} frames + {a.corrupt} corrupt",
+              flush=True)
+        produce = [sys.executable, "-m", "jobs.produce", "--count", str(a.count), "--corrupt",
+                   str(a.corrupt), "--rate", str(a.rate), "--format", "png"]
+        subprocess.run(produce, check=True, cwd=REPO, env=_stream_env(), timeout=600)
+        sent = a.count + a.corrupt
+
+        def done() -> bool:
+            got = sum(sum(results.end_offsets(kafka.bootstrap, t).values())
+                      - sum(start[t].values()) for t in (kafka.predictions_topic, kafka.dlq_topic))
+            return got >= sent
+        _wait(done, 600, f"{sent} predictions + dead letters", stream)
+    finally:
+        if stream.poll() is None:
+            os.killpg(stream.pid, signal.SIGTERM)
+            try:
+                stream.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(stream.pid, signal.SIGKILL)
+    print("== 5/5 summary", flush=True)
+    preds = results.read_topic(kafka.bootstrap, kafka.predictions_topic,
+                               start[kafka.predictions_topic], timeout=60)
+    dlq = results.read_topic(kafka.bootstrap, kafka.dlq_topic, start[kafka.dlq_topic], timeout=60)
+    summary = results.summarize(sent, preds, dlq)
+    for line in summary.lines():
+        print("  " + line)
+    ok = summary.predictions + summary.dead_letters == sent and summary.conflicting == 0
+    print("demo " + ("passed: every frame is a prediction or a dead letter" if ok else
+                     "FAILED: frames went missing"), flush=True)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
