@@ -16,12 +16,14 @@ if not __package__:  # `python jobs/retrain.py`: sys.path[0] is jobs/, not the c
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from framestream.logs import setup_logging  # noqa: E402
+from mpi_workers.backends import yield_when_idle  # noqa: E402
 from mpi_workers.train import main  # noqa: E402
 
 
 def run(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
     setup_logging(None if rank == 0 else "WARNING")
+    yield_when_idle()  # before MPI starts (mpi4py is imported on first use)
     return main(argv)
 
 

@@ -27,14 +27,13 @@ from mpi_workers.dist import abort_on_error, world
 def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.nn.functional as F
-    from mpi4py import MPI
     from torch.nn.utils import parameters_to_vector
 
     from framestream import fashion_mnist
     from models.nets import DEFAULT_SPECS, build
     from models.spec import normalize
     from models.train_loop import frames_of
-    from mpi_workers.backends import BACKENDS, select_backend
+    from mpi_workers.backends import BACKENDS, select_backend, yield_when_idle
 
     p = argparse.ArgumentParser(prog="python -m mpi_workers.train_check")
     p.add_argument("--backend", choices=BACKENDS, default="torch")
@@ -44,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sync", action="store_true",
                    help="negative control: step without averaging gradients (torch backend)")
     args = p.parse_args(argv)
+
+    yield_when_idle()
+    from mpi4py import MPI  # starts MPI: after yield_when_idle
 
     comm = world()
     rank, size = comm.rank, comm.size
