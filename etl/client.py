@@ -64,8 +64,9 @@ class Answer(NamedTuple):
 class _Request:
     rid: str
     tag: Any
-    images: np.ndarray
+    tensors: tuple[np.ndarray, ...]
     version: str | None
+    op: Op = Op.INFER
     rank: int = -1
     deadline: float = 0.0
     attempts: int = 0
@@ -124,13 +125,17 @@ class RankClient:
         self._ranks = []
 
     # -- public -------------------------------------------------------------------------------
-    def submit(self, tag: Any, images: np.ndarray, version: str | None) -> None:
+    def submit(self, tag: Any, images: np.ndarray, version: str | None,
+               labels: np.ndarray | None = None) -> None:
         """Queue one request (at most chunk_frames frames) and send what the credits allow.
+
+        With ``labels`` it is a TRAIN request (frames for the training ranks), else INFER.
 
         Blocks while every credit is taken and a request already waits, so the caller (the
         decode loop) runs at the ranks' pace and memory stays bounded.
         """
-        self._queue.append(_Request(self._prefix + str(next(self._ids)), tag, images, version))
+        tensors, op = ((images,), Op.INFER) if labels is None else ((images, labels), Op.TRAIN)
+        self._queue.append(_Request(self._prefix + str(next(self._ids)), tag, tensors, version, op))
         self._pump(wait=False)
         while len(self._queue) > 1:
             self._pump(wait=True)
@@ -185,7 +190,7 @@ class RankClient:
                                      (i - self._turn) % n))
             rank = live[0]
             self._turn = (rank + 1) % n
-            msg = Message(Op.INFER, req.rid, (req.images,), req.version,
+            msg = Message(req.op, req.rid, req.tensors, req.version,
                           time.time() + self.settings.request_timeout_s)
             try:
                 self._ranks[rank].sock.send_multipart(encode(msg), zmq.NOBLOCK, copy=False)
@@ -220,8 +225,8 @@ class RankClient:
             self._ranks[req.rank].inflight.discard(req.rid)
             if msg.op is Op.ERROR:
                 raise RankError(str(msg.meta.get("code")), str(msg.meta.get("detail")))
-            self._done[req.tag] = Answer(np.array(msg.tensors[0]), msg.model or "",
-                                         int(msg.meta.get("rank", -1)))
+            scores = np.array(msg.tensors[0]) if msg.tensors else np.zeros((0, 0), np.float32)
+            self._done[req.tag] = Answer(scores, msg.model or "", int(msg.meta.get("rank", -1)))
 
     def _expire(self) -> None:
         now = time.time()

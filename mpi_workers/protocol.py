@@ -52,6 +52,7 @@ class Op(str, enum.Enum):
     PING = "PING"            # -> PONG (meta: rank, model, queue depth, ...)
     PONG = "PONG"
     SHUTDOWN = "SHUTDOWN"    # -> ACK, then the rank drains and exits
+    END = "END"              # to a training rank: no more TRAIN data is coming -> ACK
     ERROR = "ERROR"          # meta: {"code": ..., "detail": ...}
 
 

@@ -16,16 +16,13 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sys
-import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from framestream.paths import state_dir
 from framestream.settings import check, settings_section
 from mpi_workers.dist import abort_on_error, local_rank, world
-from mpi_workers.endpoints import EndpointSet, RankEndpoint, publish, read
+from mpi_workers.rank_socket import bind_router, publish_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -104,29 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     models = ModelCache(s.registry, device, default=args.version)
 
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, s.max_request_bytes)  # oversized messages drop the peer
-    if s.port:
-        sock.bind(f"tcp://{s.bind}:{s.port + comm.rank}")
-        endpoint = f"tcp://{s.bind}:{s.port + comm.rank}"
-    else:
-        endpoint = f"tcp://{s.bind}:{sock.bind_to_random_port(f'tcp://{s.bind}')}"
+    sock, endpoint = bind_router(ctx, s.bind, s.port, comm.rank, s.max_request_bytes)
     metrics = RankMetrics(comm.rank)
     metrics.model.info({"version": models.default_version})
     metrics_url = "" if s.metrics_port < 0 else metrics.serve(
         s.bind, s.metrics_port + comm.rank if s.metrics_port else 0)
-
-    me = RankEndpoint(comm.rank, endpoint, socket.gethostname(), os.getpid(), device, metrics_url)
-    everyone = comm.gather(asdict(me), root=0)  # plain dicts: no custom classes across MPI
-    if comm.rank == 0:
-        previous = read(s.endpoints_file)
-        generation = args.generation if args.generation is not None else (
-            previous.generation + 1 if previous else 1)
-        ranks = tuple(RankEndpoint(**r) for r in everyone)
-        publish(s.endpoints_file, EndpointSet(generation, ranks, models.default_version,
-                                              time.time(), args.job or uuid.uuid4().hex))
-        log.info("published generation %d: %d ranks -> %s", generation, comm.size, s.endpoints_file)
+    publish_endpoints(comm, endpoint, s.endpoints_file, device, metrics_url,
+                      models.default_version, args.generation, args.job)
 
     server = RankServer(sock, models, metrics, comm.rank, s.max_batch, s.refresh_s,
                         s.max_request_bytes)
