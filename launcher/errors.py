@@ -9,17 +9,19 @@ class GangReservationTimeout(DeadlineExceeded):
     """A gang of bundles could not be reserved in time. Says what was asked and what was free."""
 
     def __init__(self, bundles: list[dict[str, float]], strategy: str, seconds: float,
-                 free: dict[str, float], setting: str = "--timeout") -> None:
+                 free: dict[str, float], setting: str = "--timeout", *, detail: str = "",
+                 attempts: int = 1) -> None:
         asked = _sum(bundles)
         free_main = {k: v for k, v in free.items() if "_group_" not in k and not k.startswith("node:")
                      and k not in ("memory", "object_store_memory")}
-        detail = (f"asked: {len(bundles)} bundles {bundles} ({strategy}), {asked} in all; "
-                  f"free in the cluster: {free_main or 'nothing'}. Ask for fewer ranks or "
-                  f"resources per rank, add nodes, or raise {setting}.")
+        detail = detail or (f"asked: {len(bundles)} bundles {bundles} ({strategy}), {asked} in all; "
+                            f"free in the cluster: {free_main or 'nothing'}. Ask for fewer ranks or "
+                            f"resources per rank, add nodes, or raise {setting}.")
         super().__init__("gang reservation", f"a placement group of {len(bundles)} bundles",
                          seconds, setting, detail)
         self.bundles = bundles
         self.free = free
+        self.attempts = attempts
 
 
 class RankFailed(FramestreamError):

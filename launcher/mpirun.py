@@ -13,11 +13,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from framestream.errors import DeadlineExceeded, ServiceError
 from framestream.paths import REPO
 from launcher.errors import RankFailed
+
+if TYPE_CHECKING:
+    from launcher.layout import MpiLayout
 
 
 def mpirun_path() -> str:
@@ -53,8 +58,14 @@ def die_with_parent() -> None:
 
 def mpirun_cmd(n: int, module: str, args: Sequence[str] = (), *, hostfile: Path | None = None,
                python: str | None = None, oversubscribe: bool | None = None,
-               mca: Mapping[str, str] | None = None, tag_output: bool = False) -> list[str]:
-    """``mpirun -n N ... python -m module args``. Oversubscribes when N exceeds the local cores."""
+               mca: Mapping[str, str] | None = None, tag_output: bool = False,
+               exports: Sequence[str] = (), map_by: str | None = None) -> list[str]:
+    """``mpirun -n N ... python -m module args``. Oversubscribes when N exceeds the local cores.
+
+    ``exports``: names of environment variables mpirun passes to every rank (``-x``), which
+    ranks on other nodes need; ``map_by``: OpenMPI's ``--map-by`` (``slot`` fills the hostfile's
+    nodes in order).
+    """
     if n < 1:
         raise ValueError(f"ranks must be >= 1, got {n}")
     if oversubscribe is None:
@@ -62,6 +73,10 @@ def mpirun_cmd(n: int, module: str, args: Sequence[str] = (), *, hostfile: Path 
     cmd = [mpirun_path(), "-n", str(n), "--bind-to", "none"]
     if hostfile is not None:
         cmd += ["--hostfile", str(hostfile)]
+    if map_by:
+        cmd += ["--map-by", map_by]
+    for name in exports:
+        cmd += ["-x", name]
     if oversubscribe:
         cmd.append("--oversubscribe")
     if tag_output:
@@ -69,6 +84,33 @@ def mpirun_cmd(n: int, module: str, args: Sequence[str] = (), *, hostfile: Path 
     for key, value in (mca or {}).items():
         cmd += ["--mca", key, value]
     return cmd + [python or sys.executable, "-m", module, *args]
+
+
+@dataclass(frozen=True)
+class GangLaunch:
+    """How to start ranks on a reservation: its layout and the hostfile written for it.
+
+    ``command`` runs each rank through :mod:`launcher.rank_exec` so it gets its own bundle's
+    environment; ``env`` is mpirun's environment (what ``-x`` exports comes from it).
+    """
+
+    layout: "MpiLayout"
+    hostfile: Path
+
+    def command(self, module: str, args: Sequence[str] = (), *, python: str | None = None,
+                tag_output: bool = False) -> list[str]:
+        return mpirun_cmd(self.layout.ranks, "launcher.rank_exec", [module, *args],
+                          hostfile=self.hostfile, python=python, oversubscribe=False,
+                          mca=self.layout.mca, tag_output=tag_output,
+                          exports=self.exports(), map_by="slot")
+
+    def exports(self) -> list[str]:
+        names = set(self.layout.env) | {"PYTHONPATH"}
+        names |= {k for k in os.environ if k.startswith("FRAMESTREAM_")}
+        return sorted(names)
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return mpi_env({**self.layout.env, **(extra or {})})
 
 
 def run_mpi(n: int, module: str, args: Sequence[str] = (), *, timeout: float,
