@@ -16,10 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from etl.client import ClientSettings, RankClient
+from etl.client import ClientSettings, RankClient, cached_client
 from etl.records import DEAD_LETTER, dead_letters, predictions
-from mpi_workers import endpoints as endpoints_mod
-from mpi_workers.endpoints import EndpointSet
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +38,6 @@ class BatchContext:
     client: dict[str, Any]
 
 
-_clients: dict[str, RankClient] = {}  # one per Python worker process, reused across tasks
-
-
-def _client(ctx: BatchContext) -> RankClient:
-    import json
-
-    known = EndpointSet.from_dict(json.loads(ctx.endpoints_json))
-    client = _clients.get(ctx.endpoints_file)
-    settings = ClientSettings(**ctx.client)
-    if client is None or client.settings != settings:
-        if client is not None:
-            client.close()
-        client = RankClient(known, settings, refresh=lambda: endpoints_mod.read(ctx.endpoints_file))
-        _clients[ctx.endpoints_file] = client
-    elif known.generation > client.generation:
-        client._connect(known)  # the driver already knows of a relaunch
-    return client
-
-
 def classify_partition(batches: Iterator[pa.RecordBatch], ctx: BatchContext,
                        counts: tuple[Any, Any] | None = None) -> Iterator[pa.RecordBatch]:
     """mapInArrow body; ``counts`` are Spark accumulators (predictions, dead letters)."""
@@ -68,7 +47,7 @@ def classify_partition(batches: Iterator[pa.RecordBatch], ctx: BatchContext,
 
     spec = PreprocessSpec.from_dict(ctx.spec)
     limits = FrameLimits(**ctx.limits)
-    client = _client(ctx)
+    client = cached_client(ctx.endpoints_json, ctx.endpoints_file, ClientSettings(**ctx.client))
     for batch in batches:
         if batch.num_rows:
             out = classify_batch(batch, ctx, spec, limits, client, frames)

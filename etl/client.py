@@ -119,6 +119,10 @@ class RankClient:
         self._open.clear()
         log.info("connected to %d ranks of generation %d", len(self._ranks), self.generation)
 
+    def reconnect(self, endpoints: EndpointSet) -> None:
+        """Move to another endpoint set (requests in flight are re-sent there)."""
+        self._connect(endpoints)
+
     def close(self) -> None:
         for r in self._ranks:
             r.sock.close(0)
@@ -270,3 +274,29 @@ class RankClient:
                                    f"{self.generation} or a new generation", self.settings.
                                    outage_timeout_s, "FRAMESTREAM_CLIENT_OUTAGE_TIMEOUT_S")
         time.sleep(0.05)  # ranks are down: wait a little before probing the endpoint set again
+
+
+_clients: dict[str, RankClient] = {}  # one per Python worker process, reused across tasks
+
+
+def cached_client(endpoints_json: str, endpoints_file: str, settings: ClientSettings) -> RankClient:
+    """The executor process's client for the ranks published at ``endpoints_file``.
+
+    Spark reuses Python workers across tasks, so the sockets stay open between micro-batches.
+    ``endpoints_json`` is the set the driver saw when the batch started: a newer generation than
+    the client's means the ranks were relaunched.
+    """
+    import json
+
+    from mpi_workers import endpoints as endpoints_mod
+
+    known = EndpointSet.from_dict(json.loads(endpoints_json))
+    client = _clients.get(endpoints_file)
+    if client is None or client.settings != settings:
+        if client is not None:
+            client.close()
+        client = RankClient(known, settings, refresh=lambda: endpoints_mod.read(endpoints_file))
+        _clients[endpoints_file] = client
+    elif known.generation > client.generation:
+        client.reconnect(known)
+    return client

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 HOLDOUT = "fashion-mnist/test"
 AUGMENT = ("none", "flip", "flip-crop")
+SOURCES = ("fashion-mnist", "zmq")
 
 
 @settings_section("train")
@@ -64,6 +65,11 @@ class TrainSettings:
     holdout_limit: int = field(default=0, metadata=check(lambda v: v >= 0, ">= 0 (0 = all 10000)"))
     target: float = field(default=0.92, metadata=check(lambda v: 0 < v <= 1, "0..1"))
     timeout_s: float = field(default=120.0, metadata=check(lambda v: v > 0, "> 0 seconds"))
+    source: str = field(default="fashion-mnist", metadata=check(
+        lambda v: v in SOURCES, f"one of {SOURCES}"))
+    feed_endpoints: Path = field(default_factory=lambda: state_dir() / "train-endpoints.json")
+    feed_timeout_s: float = field(default=600.0, metadata=check(lambda v: v > 0, "> 0 seconds"))
+    data_range: str = ""            # what was fed (--source zmq), recorded in the manifest
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainSettings, RunOptions
     p.add_argument("--target", type=float, help="accuracy whose time-to-reach is reported")
     p.add_argument("--timeout", dest="timeout_s", type=float,
                    help="seconds a rank waits for the others to join or answer")
+    p.add_argument("--source", choices=SOURCES,
+                   help="fashion-mnist: the IDX train split, sharded by rank (default); zmq: "
+                        "labeled frames pushed by a Spark job (spark-submit jobs/retrain_kafka.py)")
+    p.add_argument("--feed-endpoints", type=Path, help="--source zmq: where rank 0 publishes")
+    p.add_argument("--feed-timeout", dest="feed_timeout_s", type=float,
+                   help="--source zmq: seconds without data before the ranks give up")
+    p.add_argument("--data-range", help="--source zmq: the fed range, kept in the manifest")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--no-promote", dest="promote", action="store_false")
     p.add_argument("--warm-start", action="store_true",
@@ -148,7 +161,46 @@ def _config(s: TrainSettings, world_size: int) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed (it fixes the data order and LR schedule)."""
     return {"net": s.net, "epochs": s.epochs, "batch_size": s.batch_size, "lr": s.lr,
             "optimizer": s.optimizer, "seed": s.seed, "max_train": s.max_train,
-            "augment": s.augment, "world_size": world_size}
+            "augment": s.augment, "world_size": world_size, "source": s.source,
+            "data_range": s.data_range}
+
+
+def _training_data(s: TrainSettings, comm: "Intracomm", spec: Any) -> tuple[Any, ...]:
+    """(images, labels, samples in all, steps per epoch, epoch -> this rank's indices).
+
+    fashion-mnist: every rank reads the IDX split and takes its shard of one permutation.
+    zmq: every rank keeps what the Spark executors pushed to it (:mod:`mpi_workers.feed`);
+    the step count is the largest rank's, smaller shares wrap around, so all ranks step together.
+    """
+    from framestream import fashion_mnist
+    from models import train_loop as tl
+
+    rank, size = comm.rank, comm.size
+    if s.source == "fashion-mnist":
+        images, labels = fashion_mnist.load("train")
+        n = min(s.max_train or len(images), len(images))
+        return (images, labels, n, tl.steps_per_epoch(n, size, s.batch_size),
+                lambda epoch: tl.shard_indices(n, rank, size, s.seed, epoch))
+    from mpi4py import MPI
+
+    from mpi_workers import feed
+
+    images, labels = feed.receive(comm, spec, s.feed_endpoints, idle_timeout_s=s.feed_timeout_s)
+    if s.max_train:
+        images, labels = images[:s.max_train // size], labels[:s.max_train // size]
+    mine = len(labels)
+    least = comm.allreduce(mine, op=MPI.MIN)
+    if least == 0:
+        raise ValueError("a training rank received no labeled frames: feed more frames than "
+                         "ranks (is the labels topic empty?)")
+    steps = comm.allreduce(-(-mine // s.batch_size), op=MPI.MAX)
+    n = comm.allreduce(mine, op=MPI.SUM)
+
+    def local(epoch: int) -> np.ndarray:
+        order = np.random.default_rng([s.seed, epoch, rank]).permutation(mine)
+        return np.resize(order, steps * s.batch_size)  # wraps around to the common step count
+
+    return images, labels, n, steps, local
 
 
 def train(s: TrainSettings, opts: RunOptions) -> dict[str, Any] | None:
@@ -171,8 +223,7 @@ def train(s: TrainSettings, opts: RunOptions) -> dict[str, Any] | None:
     threads = s.threads or max(1, (os.cpu_count() or 1) // _local_ranks(comm))
     torch.set_num_threads(threads)
     spec = DEFAULT_SPECS[s.net]
-    images, labels = fashion_mnist.load("train")
-    n = min(s.max_train or len(images), len(images))
+    images, labels, n, steps, epoch_indices = _training_data(s, comm, spec)
     hold_x, hold_y = fashion_mnist.load("test")
     n_hold = min(s.holdout_limit or len(hold_x), len(hold_x))
     holdout = HOLDOUT if n_hold == len(hold_x) else f"{HOLDOUT}[:{n_hold}]"
@@ -184,7 +235,6 @@ def train(s: TrainSettings, opts: RunOptions) -> dict[str, Any] | None:
     if opts.warm_start and rank == 0:
         parent = _warm_start(model, s)
     optimizer = backend.wrap_optimizer(tl.make_optimizer(s.optimizer, model, s.lr), model)
-    steps = tl.steps_per_epoch(n, size, s.batch_size)
     scheduler = tl.make_scheduler(optimizer, s.lr, steps * s.epochs)
     config = _config(s, size)
     ckpt_path = s.checkpoint_dir / "last.pt"
@@ -222,7 +272,7 @@ def train(s: TrainSettings, opts: RunOptions) -> dict[str, Any] | None:
         local_loss, local_steps = 0.0, 0
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{s.epochs}", unit="step", file=sys.stderr,
                    disable=not (opts.progress and rank == 0), mininterval=1.0, dynamic_ncols=True)
-        for part in tl.batches(tl.shard_indices(n, rank, size, s.seed, epoch), s.batch_size):
+        for part in tl.batches(epoch_indices(epoch), s.batch_size):
             x = tl.frames_of(images, part)
             if s.augment != "none":
                 x = tl.augment(x, gen, pad=2 if s.augment == "flip-crop" else 0)
@@ -318,7 +368,10 @@ def _publish(model: Any, s: TrainSettings, opts: RunOptions, history: list[dict[
                "holdout_loss": last["holdout_loss"], "train_loss": last["train_loss"],
                "train_s": last["elapsed_s"], "target": s.target,
                "time_to_target_s": reached[0] if reached else None, "history": history}
-    data = {"source": "fashion-mnist", "split": "train", "rows": [0, n], "augment": s.augment,
+    source = {"source": "fashion-mnist", "split": "train", "rows": [0, n]} \
+        if s.source == "fashion-mnist" else {"source": "kafka via spark (zmq feed)",
+                                             "range": s.data_range, "rows": n}
+    data = {**source, "augment": s.augment,
             "epochs": s.epochs, "batch_size_per_rank": s.batch_size, "optimizer": s.optimizer,
             "lr": s.lr, "seed": s.seed}
     m = reg.publish(model, net=s.net, net_kwargs={}, spec=DEFAULT_SPECS[s.net], metrics=metrics,

@@ -1,0 +1,165 @@
+"""LINE's training path, Spark side: labeled frames from Kafka -> the same ETL -> training ranks.
+
+A batch query over a fixed offset range of the ``labels`` topic; executors decode and resize each
+frame with :mod:`etl.decode` (exactly as the stream does for inference), take the true label from
+the ``fs-label`` header, and send ``TRAIN`` batches over ZeroMQ to the training ranks with the
+same client, credits and re-sends as the stream. Frames that do not decode or carry no label are
+counted as rejected, not sent. When every partition is done the driver sends ``END`` to each rank.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from etl.client import ClientSettings, cached_client
+from mpi_workers.endpoints import EndpointSet
+from mpi_workers.protocol import Message, Op, decode, encode
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+COUNTS_DDL = "fed long, rejected long"
+
+
+@dataclass(frozen=True)
+class FeedContext:
+    spec: dict[str, Any]
+    endpoints_json: str
+    endpoints_file: str
+    limits: dict[str, Any]
+    client: dict[str, Any]
+
+
+def feed_partition(batches: Iterator[pa.RecordBatch], ctx: FeedContext
+                   ) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: decode, label, send; yields one (fed, rejected) row per Arrow batch."""
+    from etl.decode import FrameLimits, decode_batch
+    from framestream.frames import LABEL_HEADER, header_numbers
+    from models.spec import PreprocessSpec
+
+    spec = PreprocessSpec.from_dict(ctx.spec)
+    limits = FrameLimits(**ctx.limits)
+    client = cached_client(ctx.endpoints_json, ctx.endpoints_file, ClientSettings(**ctx.client))
+    chunk = client.settings.chunk_frames
+    for batch in batches:
+        labels = header_numbers(batch.column("headers"), LABEL_HEADER, np.int64)
+        fed = rejected = 0
+        for start in range(0, batch.num_rows, chunk):
+            decoded = decode_batch(batch.column("value").slice(start, chunk), spec, limits)
+            y = labels[start:start + chunk][decoded.ok_index]
+            keep = y >= 0  # a frame without a true label cannot train anything
+            if keep.any():
+                client.submit(start, decoded.images[keep], None, labels=y[keep])
+            fed += int(keep.sum())
+            rejected += len(decoded.bad_index) + int((~keep).sum())
+        client.gather()
+        yield pa.record_batch([pa.array([fed], pa.int64()), pa.array([rejected], pa.int64())],
+                              names=["fed", "rejected"])
+
+
+def end_feed(endpoints: EndpointSet, timeout_s: float = 30.0) -> list[int]:
+    """Tell every training rank that no more data comes; returns the frames each one holds."""
+    import zmq
+
+    ctx = zmq.Context()
+    held = []
+    try:
+        for rank in endpoints.ranks:
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(rank.endpoint)
+            sock.send_multipart(encode(Message(Op.END, f"end-{rank.rank}")))
+            if not sock.poll(int(timeout_s * 1000)):
+                raise TimeoutError(f"training rank {rank.rank} at {rank.endpoint} did not "
+                                   f"acknowledge END within {timeout_s:.0f}s")
+            reply = decode(sock.recv_multipart())
+            held.append(int(reply.meta.get("frames", 0)))
+            sock.close(0)
+    finally:
+        ctx.term()
+    return held
+
+
+def feed(spark: "SparkSession", bootstrap: str, topic: str, offsets: dict[str, str],
+         endpoints: EndpointSet, endpoints_file: str, spec: dict[str, Any],
+         client: ClientSettings, limits: dict[str, Any]) -> dict[str, int]:
+    """Run the feeding job over ``offsets`` (Spark's startingOffsets/endingOffsets JSON)."""
+    df = (spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap)
+          .option("subscribe", topic).option("includeHeaders", "true")
+          .option("startingOffsets", offsets["starting"])
+          .option("endingOffsets", offsets["ending"]).load())
+    ctx = FeedContext(spec, endpoints.to_json(), endpoints_file, limits, asdict(client))
+    row = (df.mapInArrow(partial(feed_partition, ctx=ctx), COUNTS_DDL)
+           .groupBy().sum("fed", "rejected").collect()[0])
+    fed, rejected = int(row[0] or 0), int(row[1] or 0)
+    held = end_feed(endpoints)
+    log.info("fed %d labeled frames to %d ranks (%s each), rejected %d", fed, len(held), held,
+             rejected)
+    return {"fed": fed, "rejected": rejected, "per_rank": held}
+
+
+def offset_range(bootstrap: str, topic: str) -> dict[str, str]:
+    """Everything on ``topic`` now, as Spark offset JSON (fixes the data range of a run)."""
+    from framestream import results
+
+    ends = results.end_offsets(bootstrap, topic)
+    return {"starting": json.dumps({topic: {str(p): -2 for p in ends}}),
+            "ending": results.spark_offsets(topic, ends)}
+
+
+def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_dir: str,
+        timeout_s: float = 3600.0, client: ClientSettings | None = None) -> dict[str, Any]:
+    """Launch ``mpirun -n ranks python jobs/retrain.py --source zmq``, feed it the labels topic,
+    wait for it; returns rank 0's result with the feed counts added."""
+    import subprocess
+    from pathlib import Path
+
+    from etl.decode import FrameLimits
+    from etl.session import spark_session
+    from framestream.errors import DeadlineExceeded
+    from launcher.gang import parse_failure
+    from launcher.mpirun import die_with_parent, kill_group, mpi_env, mpirun_cmd
+    from models.nets import DEFAULT_SPECS
+    from mpi_workers import endpoints as endpoints_mod
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    ep_file = work / "train-endpoints.json"
+    before = endpoints_mod.read(ep_file)
+    offsets = offset_range(bootstrap, topic)
+    cmd = mpirun_cmd(ranks, "jobs.retrain", ["--source", "zmq", "--feed-endpoints", str(ep_file),
+                                             "--data-range", json.dumps(
+                                                 {"topic": topic, **offsets}), *retrain_args])
+    with open(work / "ranks.out", "wb") as out, open(work / "ranks.log", "wb") as err:
+        proc = subprocess.Popen(cmd, env=mpi_env(), stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=die_with_parent)
+    try:
+        published = endpoints_mod.wait_for(ep_file, 120, before.generation if before else -1)
+        spark = spark_session()
+        counts = feed(spark, bootstrap, topic, offsets, published, str(ep_file),
+                      DEFAULT_SPECS["fashion_cnn"].to_dict(), client or ClientSettings.load(),
+                      asdict(FrameLimits.load()))
+        try:
+            code = proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise DeadlineExceeded("retrain_kafka", f"the {ranks} training ranks to finish",
+                                   timeout_s, "--timeout") from None
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)  # type: ignore[arg-type]
+    if code != 0:
+        raise parse_failure(code, (work / "ranks.log").read_text(errors="replace")[-3000:])
+    lines = (work / "ranks.out").read_text().strip().splitlines()
+    result = json.loads(lines[-1]) if lines else {}
+    result.update(feed=counts, data_range={"topic": topic, **offsets})
+    return result

@@ -1,0 +1,128 @@
+"""Training data fed over ZeroMQ (LINE's path): Spark executors push labeled frames to the ranks.
+
+Each training rank binds a ROUTER and rank 0 publishes the endpoints (as serving ranks do). The
+executors of a Spark job decode labeled frames with the same ETL code the stream uses and send
+``TRAIN`` messages (uint8 NHWC frames + int64 labels); a rank checks and keeps them and answers
+``ACK``. When the Spark job is done, the driver sends ``END`` to every rank; then the ranks train
+on what each received (:mod:`mpi_workers.train`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from framestream.errors import DeadlineExceeded
+from mpi_workers.protocol import Message, Op, ProtocolError, decode, encode
+
+if TYPE_CHECKING:
+    import zmq
+    from mpi4py.MPI import Intracomm
+
+    from models.spec import PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+
+class FeedReceiver:
+    """Collects TRAIN batches until END; bounded by ``max_frames`` and an idle deadline."""
+
+    def __init__(self, sock: "zmq.Socket", spec: "PreprocessSpec", rank: int, max_frames: int,
+                 max_request_bytes: int) -> None:
+        self.sock, self.spec, self.rank = sock, spec, rank
+        self.max_frames, self.max_request_bytes = max_frames, max_request_bytes
+        self.images: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.frames = 0
+        self.ended = False
+
+    def _reply(self, ident: Any, msg: Message) -> None:
+        self.sock.send_multipart([ident, *encode(msg)], copy=False)
+
+    def _check(self, msg: Message) -> str | None:
+        if len(msg.tensors) != 2:
+            return f"TRAIN takes 2 tensors (frames, labels), got {len(msg.tensors)}"
+        x, y = msg.tensors
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != self.spec.shape:
+            return f"frames must be uint8 [N, {', '.join(map(str, self.spec.shape))}], got " \
+                   f"{x.dtype}{list(x.shape)}"
+        if y.dtype != np.int64 or y.shape != (x.shape[0],):
+            return f"labels must be int64 [{x.shape[0]}], got {y.dtype}{list(y.shape)}"
+        classes = len(self.spec.class_names) or None
+        if len(y) and (y.min() < 0 or (classes and y.max() >= classes)):
+            return f"labels must be in 0..{(classes or 0) - 1}, got {y.min()}..{y.max()}"
+        if self.frames + len(y) > self.max_frames:
+            return f"this rank holds at most {self.max_frames} frames (FRAMESTREAM_FEED_MAX_FRAMES)"
+        return None
+
+    def handle(self, ident: Any, frames: list[Any]) -> None:
+        try:
+            msg = decode(frames, max_bytes=self.max_request_bytes)
+        except ProtocolError as exc:
+            self._reply(ident, Message(Op.ERROR, 0, meta={"code": exc.code, "detail": exc.detail}))
+            return
+        if msg.op is Op.TRAIN:
+            problem = self._check(msg)
+            if problem:
+                self._reply(ident, msg.error("BAD_TRAIN", problem))
+                return
+            self.images.append(np.array(msg.tensors[0]))  # copies off the socket buffers
+            self.labels.append(np.array(msg.tensors[1]))
+            self.frames += len(msg.tensors[1])
+            self._reply(ident, msg.reply(Op.ACK, rank=self.rank, frames=self.frames))
+        elif msg.op is Op.END:
+            self.ended = True
+            self._reply(ident, msg.reply(Op.ACK, rank=self.rank, frames=self.frames))
+        elif msg.op is Op.PING:
+            self._reply(ident, msg.reply(Op.PONG, rank=self.rank, frames=self.frames))
+        else:
+            self._reply(ident, msg.error("BAD_OP", f"a training rank does not take {msg.op.value}"))
+
+    def run(self, idle_timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Serve until END; DeadlineExceeded if nothing arrives for ``idle_timeout_s``."""
+        import zmq
+
+        last = time.monotonic()
+        while not self.ended:
+            if not self.sock.poll(200):
+                if time.monotonic() - last > idle_timeout_s:
+                    raise DeadlineExceeded(f"training rank {self.rank}", "TRAIN data or END from "
+                                           "the feeding Spark job", idle_timeout_s,
+                                           "--feed-timeout")
+                continue
+            while True:
+                try:
+                    ident, *frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self.handle(ident, frames)
+            last = time.monotonic()
+        h, w, c = self.spec.shape
+        images = np.concatenate(self.images) if self.images else np.zeros((0, h, w, c), np.uint8)
+        labels = np.concatenate(self.labels) if self.labels else np.zeros(0, np.int64)
+        return images, labels
+
+
+def receive(comm: "Intracomm", spec: "PreprocessSpec", endpoints_file: str | Path,
+            bind: str = "127.0.0.1", max_frames: int = 1_000_000, idle_timeout_s: float = 600.0,
+            max_request_bytes: int = 256 * 1024 * 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Collective: bind, publish the endpoints, collect this rank's share of the fed data."""
+    import zmq
+
+    from mpi_workers.rank_socket import bind_router, publish_endpoints
+
+    ctx = zmq.Context()
+    sock, endpoint = bind_router(ctx, bind, 0, comm.rank, max_request_bytes)
+    try:
+        publish_endpoints(comm, endpoint, endpoints_file)
+        receiver = FeedReceiver(sock, spec, comm.rank, max_frames, max_request_bytes)
+        images, labels = receiver.run(idle_timeout_s)
+    finally:
+        sock.close(0)
+        ctx.term()
+    log.info("rank %d received %d labeled frames", comm.rank, len(labels))
+    return images, labels
