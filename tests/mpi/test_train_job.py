@@ -80,3 +80,14 @@ def test_ensure_first_version_trains_once_then_returns_the_serving_manifest(tmp_
     assert m.backend == ("horovod" if importlib.util.find_spec("horovod") else "torch")
     assert ensure_first_version(reg, ranks=2, epochs=1, timeout=1, extra_args=extra) == m
     assert len(reg.versions()) == 1
+
+    # Continuous retraining: start from the serving weights; the gate still decides.
+    # A tiny learning rate keeps it near where it started: v0001's accuracy, not chance (0.1).
+    out = run_mpi(2, "jobs.retrain", ["--registry", str(reg.root), "--epochs", "1", "--warm-start",
+                                      "--lr", "1e-6", "--no-promote", "--no-progress", *extra],
+                  timeout=120).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["version"] == "v0002" and got["promoted"] is False and reg.serving() == "v0001"
+    assert reg.manifest("v0002").parent == "v0001"
+    assert got["holdout_accuracy"] == pytest.approx(m.holdout_accuracy, abs=0.05)
+    assert m.holdout_accuracy > 0.3
