@@ -31,6 +31,7 @@ from typing import Any
 
 from croniter import croniter
 
+from framestream.errors import ConfigError
 from framestream.paths import state_dir
 from framestream.settings import check, settings_section
 
@@ -226,8 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", dest="job_timeout_s", type=float, help="seconds one run may take")
     a = p.parse_args(own)
     setup_logging()
-    s = CronSettings.load(schedule=a.schedule, ranks=a.ranks, state_dir=a.state_dir,
-                          job_timeout_s=a.job_timeout_s)
+    try:
+        s = CronSettings.load(schedule=a.schedule, ranks=a.ranks, state_dir=a.state_dir,
+                              job_timeout_s=a.job_timeout_s)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     sched = RetrainScheduler(s.schedule, MpirunRetrain(s.ranks, retrain_args, s.job_timeout_s),
                              s.state_dir)
     if a.once:

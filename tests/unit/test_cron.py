@@ -161,3 +161,10 @@ def test_failure_reason_is_the_ranks_exception_line() -> None:
            "------------\nMPI_ABORT was invoked on rank 1 in communicator MPI_COMM_WORLD\n----\n")
     assert failure_reason(err, 1).startswith("framestream.errors.ConfigError: bad setting")
     assert failure_reason("nothing useful\n", 134) == "mpirun exited with code 134"
+
+
+def test_cli_rejects_a_bad_schedule_naming_the_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs.retrain_cron import main
+
+    assert main(["--schedule", "every night", "--", "--epochs", "1"]) == 2
+    assert "FRAMESTREAM_CRON_SCHEDULE" in capsys.readouterr().err
