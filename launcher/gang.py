@@ -14,12 +14,12 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from framestream.errors import DeadlineExceeded, FramestreamError
 from launcher.errors import RankFailed
-from launcher.mpirun import die_with_parent, kill_group, mpi_env, mpirun_cmd
+from launcher.mpirun import GangLaunch, die_with_parent, kill_group, mpi_env, mpirun_cmd
 from launcher.policy import GiveUp, Launch, State, SupervisionPolicy, Terminate, Wait
 from mpi_workers import endpoints
 
@@ -51,7 +51,12 @@ def parse_failure(code: int, stderr_tail: str,
 class ServingGang:
     def __init__(self, ranks: int, serve_args: Sequence[str], endpoints_file: Path, log_dir: Path,
                  policy: SupervisionPolicy | None = None, start_timeout_s: float = 120.0,
-                 hostfile: Path | None = None) -> None:
+                 hostfile: Path | None = None, launch: GangLaunch | None = None,
+                 on_change: Callable[["ServingGang"], None] | None = None) -> None:
+        """``launch``: start the ranks on a Ray reservation (:mod:`launcher.api`) instead of on
+        this machine; ``on_change``: called after every launch, publication and failure."""
+        if launch is not None and launch.layout.ranks != ranks:
+            raise ValueError(f"the reservation holds {launch.layout.ranks} ranks, not {ranks}")
         self.ranks = ranks
         self.serve_args = list(serve_args)
         self.endpoints_file = Path(endpoints_file)
@@ -59,6 +64,8 @@ class ServingGang:
         self.policy = policy or SupervisionPolicy()
         self.start_timeout_s = start_timeout_s
         self.hostfile = hostfile
+        self.launch = launch
+        self.on_change = on_change
         self.reports: list[RankFailed] = []
         self.error: FramestreamError | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -84,11 +91,14 @@ class ServingGang:
         came in; DeadlineExceeded if they neither published nor exited in time.
         """
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        cmd = mpirun_cmd(self.ranks, "mpi_workers.serve",
-                         [*self.serve_args, "--endpoints-file", str(self.endpoints_file),
-                          "--generation", str(generation)], hostfile=self.hostfile)
+        args = [*self.serve_args, "--endpoints-file", str(self.endpoints_file),
+                "--generation", str(generation)]
+        if self.launch is not None:
+            cmd, env = self.launch.command("mpi_workers.serve", args), self.launch.env()
+        else:
+            cmd, env = mpirun_cmd(self.ranks, "mpi_workers.serve", args, hostfile=self.hostfile), mpi_env()
         with open(self._log_path(generation), "wb") as out:
-            proc = subprocess.Popen(cmd, env=mpi_env(), stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     preexec_fn=die_with_parent)
         with self._lock:
@@ -105,6 +115,7 @@ class ServingGang:
                 with self._lock:
                     if self.policy.state is State.LAUNCHING:
                         self.policy.published(generation)
+                self._changed()
                 return True
             if proc.poll() is not None or self._stopped.is_set():
                 return False
@@ -115,6 +126,13 @@ class ServingGang:
                                        "FRAMESTREAM_STREAM_ENDPOINTS_TIMEOUT_S",
                                        detail=self._tail(generation))
             self._stopped.wait(0.1)  # rank 0 writes a file: poll it, a stop ends the wait
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(self)
+            except Exception:  # a status writer must never take the supervisor down
+                log.exception("on_change hook failed")
 
     def _tail(self, generation: int, chars: int = 3000) -> str:
         try:
@@ -150,6 +168,7 @@ class ServingGang:
                     log.error("ranks of generation %d failed: %s", generation,
                               str(report).splitlines()[0])
                 action = self.policy.exited(code, str(report or ""))
+            self._changed()
             if isinstance(action, GiveUp):
                 self.error = FramestreamError(action.reason)
                 log.error("%s", action.reason)

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 
 from framestream.errors import DeadlineExceeded
 from launcher.errors import GangReservationTimeout
+from launcher.settings import STRATEGIES
 
 if TYPE_CHECKING:
     from ray.util.placement_group import PlacementGroup
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+__all__ = ["STRATEGIES", "release", "reserve"]
 
 
 def reserve(bundles: Sequence[dict[str, float]], strategy: str = "PACK", timeout: float = 30.0,

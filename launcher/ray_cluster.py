@@ -1,11 +1,26 @@
-"""Connect to Ray: a local instance (``address="local"``, explicit CPUs) or an existing cluster."""
+"""Connect to Ray: a local instance (``address="local"``, explicit CPUs) or an existing cluster.
+
+- ``local``: start a private instance inside this process (``FRAMESTREAM_RAY_NUM_CPUS`` /
+  ``NUM_GPUS``); it ends with the process. Gangs of different processes do not share it.
+- ``auto``: the cluster that ``ray start`` started on this machine (or ``RAY_ADDRESS``).
+- ``host:port`` (the head's GCS) or ``ray://host:10001`` (Ray Client): any cluster.
+
+Ray 2.60 turns token authentication on for clusters it starts when a token exists (``ray start
+--head`` writes/reads ``~/.ray/auth_token``); processes that join such a cluster must say so. When
+``RAY_AUTH_MODE`` is unset and a token is at hand (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+``~/.ray/auth_token``), :func:`connect` sets ``RAY_AUTH_MODE=token`` for this process before
+joining, as ``ray start --address`` needs it set on every node that joins.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
+from framestream.errors import ServiceError
 from framestream.settings import check, settings_section
 
 log = logging.getLogger(__name__)
@@ -28,11 +43,48 @@ def connect(settings: RaySettings | None = None, **init_kwargs: Any) -> dict[str
 
     s = settings or RaySettings.load()
     if ray.is_initialized():
-        return {"address": ray.get_runtime_context().gcs_address}
-    if s.address == "local":
-        ctx = ray.init(num_cpus=s.num_cpus, num_gpus=s.num_gpus, include_dashboard=s.dashboard,
-                       log_to_driver=False, **init_kwargs)
+        gcs = ray.get_runtime_context().gcs_address
+        return {"address": gcs, "gcs_address": gcs, "dashboard_url": ""}
+    if s.address == "local":  # "local", not None: never join a `ray start` cluster by accident
+        ctx = ray.init(address="local", num_cpus=s.num_cpus, num_gpus=s.num_gpus,
+                       include_dashboard=s.dashboard, log_to_driver=False, **init_kwargs)
     else:
-        ctx = ray.init(address=s.address, log_to_driver=False, **init_kwargs)
-    log.info("connected to Ray at %s", ctx.address_info.get("gcs_address"))
-    return dict(ctx.address_info)
+        enable_token_auth_if_available()
+        try:
+            ctx = ray.init(address=s.address, log_to_driver=False, **init_kwargs)
+        except ConnectionError as exc:
+            raise ServiceError(
+                f"cannot join the Ray cluster at {s.address} ({exc}); start it (`ray start "
+                f"--head`), fix --address / FRAMESTREAM_RAY_ADDRESS, or set RAY_AUTH_MODE / "
+                f"RAY_AUTH_TOKEN to match the cluster's authentication") from exc
+    info = dict(getattr(ctx, "address_info", {}) or {})
+    info["dashboard_url"] = getattr(ctx, "dashboard_url", "") or ""
+    info.setdefault("gcs_address", s.address)
+    log.info("connected to Ray at %s", info.get("gcs_address"))
+    return info
+
+
+def token_available(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    if env.get("RAY_AUTH_TOKEN"):
+        return True
+    path = env.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return Path(path).is_file()
+
+
+def enable_token_auth_if_available() -> bool:
+    """Set ``RAY_AUTH_MODE=token`` when it is unset and a token exists; True if token auth is on.
+
+    Ray reads its configuration once per process, so the mode is set through Ray's own helper
+    (what ``ray start --head`` calls), which also refreshes that configuration.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None:
+        return mode.lower() == "token"
+    if not token_available():
+        return False
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available,
+    )
+
+    return maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
