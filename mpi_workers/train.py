@@ -31,6 +31,7 @@ from framestream.paths import state_dir
 from framestream.settings import check, settings_section
 from mpi_workers.backends import BACKENDS
 from mpi_workers.dist import abort_on_error, world
+from mpi_workers.train_publish import publish, warm_start
 
 if TYPE_CHECKING:
     from mpi4py.MPI import Intracomm
@@ -233,7 +234,7 @@ def train(s: TrainSettings, opts: RunOptions) -> dict[str, Any] | None:
     model = build(s.net).to(device)
     parent = None
     if opts.warm_start and rank == 0:
-        parent = _warm_start(model, s)
+        parent = warm_start(model, s)
     optimizer = backend.wrap_optimizer(tl.make_optimizer(s.optimizer, model, s.lr), model)
     scheduler = tl.make_scheduler(optimizer, s.lr, steps * s.epochs)
     config = _config(s, size)
@@ -332,58 +333,11 @@ def train(s: TrainSettings, opts: RunOptions) -> dict[str, Any] | None:
     elif published:
         result.update(version=published, reason=f"already published as {published} (checkpoint)")
     else:
-        result.update(_publish(model, s, opts, history, parent, backend.name, size, n, holdout))
+        result.update(publish(model, s, opts, history, parent, backend.name, size, n, holdout))
         state = tl.checkpoint_from_bytes(ckpt_path.read_bytes())
         tl.write_bytes_atomic(ckpt_path, tl.checkpoint_bytes({**state, "published": result["version"]}))
     result["wall_s"] = round(time.perf_counter() - started, 2)
     return result
-
-
-def _registry(s: TrainSettings) -> "Registry":
-    from models.registry import Registry
-
-    return Registry(s.registry)
-
-
-def _warm_start(model: Any, s: TrainSettings) -> str | None:
-    reg = _registry(s)
-    if reg.serving() is None:
-        log.warning("--warm-start: registry %s serves nothing; starting from random weights", reg.root)
-        return None
-    served, m = reg.load(device="cpu")
-    if m.net != s.net:
-        raise ConfigError("--warm-start", m.version, f"a serving version of net {s.net} (it is {m.net})")
-    model.load_state_dict(served.state_dict())
-    return m.version
-
-
-def _publish(model: Any, s: TrainSettings, opts: RunOptions, history: list[dict[str, Any]],
-             parent: str | None, backend: str, size: int, n: int, holdout: str) -> dict[str, Any]:
-    from models.nets import DEFAULT_SPECS
-
-    reg = _registry(s)
-    last = history[-1]
-    reached = [h["elapsed_s"] for h in history if h["holdout_accuracy"] >= s.target]
-    metrics = {"holdout_accuracy": last["holdout_accuracy"], "holdout": holdout,
-               "holdout_loss": last["holdout_loss"], "train_loss": last["train_loss"],
-               "train_s": last["elapsed_s"], "target": s.target,
-               "time_to_target_s": reached[0] if reached else None, "history": history}
-    source = {"source": "fashion-mnist", "split": "train", "rows": [0, n]} \
-        if s.source == "fashion-mnist" else {"source": "kafka via spark (zmq feed)",
-                                             "range": s.data_range, "rows": n}
-    data = {**source, "augment": s.augment,
-            "epochs": s.epochs, "batch_size_per_rank": s.batch_size, "optimizer": s.optimizer,
-            "lr": s.lr, "seed": s.seed}
-    m = reg.publish(model, net=s.net, net_kwargs={}, spec=DEFAULT_SPECS[s.net], metrics=metrics,
-                    parent=parent, backend=backend, world_size=size, data=data)
-    out = {"version": m.version, "registry": str(reg.root)}
-    if opts.promote:
-        d = reg.promote(m.version, margin=s.margin)
-        out.update(promoted=d.promoted, reason=d.reason)
-    else:
-        out.update(reason="not promoted (--no-promote)")
-    out["serving"] = reg.serving()
-    return out
 
 
 @abort_on_error
