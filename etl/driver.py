@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -54,25 +55,33 @@ class StreamJob:
         from etl.session import spark_session
 
         stopping = {"signal": None}
+        cancel = threading.Event()  # a signal also ends a reservation still waiting for its gang
 
         def on_signal(signum: int, _frame: object) -> None:
             stopping["signal"] = signum
+            cancel.set()
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
-        gang = None
-        if self.ranks:
-            from launcher.gang import ServingGang
+        gang = launcher = None
+        if self.ranks:  # reserved as a gang on Ray (FRAMESTREAM_RAY_ADDRESS, FRAMESTREAM_LAUNCHER_*)
+            from launcher.api import Launcher
+            from launcher.settings import LauncherSettings
 
             args = list(self.serve_args)
             if self.stream.registry:
                 args += ["--registry", self.stream.registry]
             if self.stream.version:
                 args += ["--version", self.stream.version]
-            gang = ServingGang(self.ranks, args, Path(self.stream.endpoints_file),
-                               state_dir() / "logs", start_timeout_s=self.stream.endpoints_timeout_s)
-            current = gang.start()
-            log.info("ranks up: generation %d, %s", current.generation, current.endpoints)
+            launcher = Launcher("stream", LauncherSettings.load(ranks=self.ranks), cancel=cancel)
+            try:
+                launcher.acquire()
+                gang = launcher.serve(args, Path(self.stream.endpoints_file), state_dir() / "logs",
+                                      start_timeout_s=self.stream.endpoints_timeout_s)
+            except BaseException:
+                launcher.release()
+                raise
+            log.info("ranks up on gang %s: generation %d", launcher.name, gang.generation)
         spark = spark_session()
         listener = ProgressLogger()
         spark.streams.addListener(listener)
@@ -103,8 +112,8 @@ class StreamJob:
                 log.error("query failed: %s", exc)
                 code = 1
         finally:
-            if gang is not None:
-                gang.stop()
+            if launcher is not None:
+                launcher.release()  # stops the ranks, then gives the gang back
             st = fn.stats
             print(json.dumps({"batches": st.batches, "frames": st.frames,
                               "predictions": st.predictions, "dead_letters": st.dead_letters,

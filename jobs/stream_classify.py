@@ -6,7 +6,10 @@
     spark-submit jobs/stream_classify.py --ranks 2 --available-now # what is there now, then stop
 
 Every frame on ``frames`` becomes a JSON prediction on ``predictions`` or a dead letter on
-``frames.dlq``. Flags override FRAMESTREAM_* settings (see ``--help``).
+``frames.dlq``. Flags override FRAMESTREAM_* settings (see ``--help``). With ``--ranks N`` the
+ranks are reserved as a gang on Ray and supervised by the launcher: which cluster is
+FRAMESTREAM_RAY_ADDRESS (default: a private local instance), the gang's shape is
+FRAMESTREAM_LAUNCHER_* (CPUS_PER_RANK, GPUS_PER_RANK, STRATEGY, TIMEOUT_S, RETRIES, RESTARTS).
 """
 
 from __future__ import annotations

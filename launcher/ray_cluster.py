@@ -33,7 +33,8 @@ class RaySettings:
         lambda v: v in ("local", "auto") or v.startswith(("ray://", "127.", "localhost")) or ":" in v,
         "local, auto, ray://host:port or host:port"))
     num_cpus: int = field(default=2, metadata=check(lambda v: v >= 1, ">= 1"))
-    num_gpus: int = field(default=0, metadata=check(lambda v: v >= 0, ">= 0"))
+    num_gpus: int = field(default=-1, metadata=check(lambda v: v >= -1,
+                                                     "-1 (the GPUs Ray detects) or >= 0"))
     dashboard: bool = False
 
 
@@ -46,7 +47,8 @@ def connect(settings: RaySettings | None = None, **init_kwargs: Any) -> dict[str
         gcs = ray.get_runtime_context().gcs_address
         return {"address": gcs, "gcs_address": gcs, "dashboard_url": ""}
     if s.address == "local":  # "local", not None: never join a `ray start` cluster by accident
-        ctx = ray.init(address="local", num_cpus=s.num_cpus, num_gpus=s.num_gpus,
+        ctx = ray.init(address="local", num_cpus=s.num_cpus,
+                       num_gpus=None if s.num_gpus < 0 else s.num_gpus,
                        include_dashboard=s.dashboard, log_to_driver=False, **init_kwargs)
     else:
         enable_token_auth_if_available()
