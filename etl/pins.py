@@ -8,11 +8,11 @@ prediction. One small file per batch id, written atomically; old pins are pruned
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from framestream.atomic import write_atomic
 
 KEEP = 1000
 
@@ -37,10 +37,8 @@ class VersionPins:
         if existing is not None:
             return existing
         version = choose()
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".pin.")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"batch_id": batch_id, "model_version": version, "pinned_at": time.time()}, f)
-        os.replace(tmp, self._path(batch_id))
+        write_atomic(self._path(batch_id), json.dumps(
+            {"batch_id": batch_id, "model_version": version, "pinned_at": time.time()}))
         self._prune(batch_id)
         return version
 

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from framestream.atomic import write_atomic
 from framestream.paths import state_dir
 from framestream.settings import check, settings_section
 from models.errors import ChecksumMismatch, NothingToRollBack, RegistryError, VersionNotFound
@@ -109,15 +110,6 @@ def sha256_file(path: Path) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Registry:
@@ -242,7 +234,7 @@ class Registry:
                     data=dict(data), weights_file=WEIGHTS_FILE)
                 text = json.dumps(manifest.to_dict(), indent=2) + "\n"
                 manifest = Manifest.from_dict(json.loads(text))  # exactly what readers will see
-                _write_atomic(tmp / MANIFEST_FILE, text)
+                write_atomic(tmp / MANIFEST_FILE, text)
                 os.rename(tmp, self.root / version)
             except BaseException:
                 for p in tmp.glob("*"):
@@ -254,7 +246,7 @@ class Registry:
         return manifest
 
     def _write_serving(self, state: dict[str, Any]) -> None:
-        _write_atomic(self.root / SERVING_FILE, json.dumps(state, indent=2) + "\n")
+        write_atomic(self.root / SERVING_FILE, json.dumps(state, indent=2) + "\n")
 
     def _record(self, event: dict[str, Any]) -> None:
         with open(self.root / DECISIONS_FILE, "a") as f:

@@ -8,8 +8,6 @@ through :func:`models.spec.normalize` with the net's :class:`~models.spec.Prepro
 from __future__ import annotations
 
 import io
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from framestream.atomic import write_atomic
 from models.spec import PreprocessSpec, normalize
 
 CHECKPOINT_FORMAT = 1
@@ -132,10 +131,4 @@ def checkpoint_from_bytes(data: bytes) -> dict[str, Any]:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data)

@@ -13,13 +13,12 @@ executors re-read it when the ranks they know stop answering. A new generation r
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framestream.atomic import write_atomic
 from framestream.errors import DeadlineExceeded
 
 
@@ -59,14 +58,7 @@ class EndpointSet:
 
 def publish(path: Path, endpoints: EndpointSet) -> None:
     """Write atomically, so a reader sees the old set or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(endpoints.to_json())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, endpoints.to_json())
 
 
 def read(path: Path) -> EndpointSet | None:
