@@ -9,15 +9,21 @@ from collections.abc import Iterable
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from framestream.errors import DeadlineExceeded
+from framestream.errors import DeadlineExceeded, ServiceError
 
 log = logging.getLogger(__name__)
 
 
 def admin_client(bootstrap: str, timeout: float = 30.0) -> KafkaAdminClient:
+    """An admin client; ServiceError saying what to do when no broker answers at ``bootstrap``."""
     ms = int(timeout * 1000)
-    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="framestream-admin",
-                            request_timeout_ms=max(ms, 1000), bootstrap_timeout_ms=ms)
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="framestream-admin",
+                                request_timeout_ms=max(ms, 1000), bootstrap_timeout_ms=ms)
+    except KafkaError as exc:
+        raise ServiceError(f"no Kafka broker answers at {bootstrap} within {timeout:.0f}s "
+                           f"({type(exc).__name__}): start the local one with `make up`, or "
+                           f"point FRAMESTREAM_KAFKA_BOOTSTRAP at yours") from exc
 
 
 def _port_open(hostport: str, timeout: float) -> bool:
@@ -38,7 +44,7 @@ def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
         with admin_client(bootstrap, timeout) as admin:
             admin.list_topics()
         return True
-    except (KafkaError, OSError):
+    except (KafkaError, OSError, ServiceError):
         return False
 
 
