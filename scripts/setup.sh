@@ -68,7 +68,13 @@ for name in kafka-broker spark-kafka; do
   if ! fresh "jars-$name" "$key" || [ -z "$(ls -A "$out" 2>/dev/null)" ]; then
     log "mvn copy-dependencies $pom -> $out"
     rm -rf "$out"
-    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DoutputDirectory="$out"
+    mkdir -p "$cache/logs"
+    # Maven prints colour resets even when quiet: keep its output in a log, show it on failure.
+    if ! mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
+         -DoutputDirectory="$out" > "$cache/logs/mvn-$name.log" 2>&1; then
+      cat "$cache/logs/mvn-$name.log" >&2
+      exit 1
+    fi
     stamp "jars-$name" "$key"
   else
     log "jars $name up to date ($(ls "$out" | wc -l) jars)"
