@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -88,32 +87,35 @@ def failure_reason(stderr: str, exit_code: int) -> str:
 
 
 class MpirunRetrain:
-    """Runs the real job: ``mpirun -n ranks python -m jobs.retrain args`` within ``timeout_s``."""
+    """Runs the real job: ``mpirun -n ranks python -m jobs.retrain args`` within ``timeout_s``,
+    on a gang the launcher reserves on Ray (:mod:`launcher.api`)."""
 
     def __init__(self, ranks: int, args: Sequence[str], timeout_s: float) -> None:
         self.ranks, self.args, self.timeout_s = ranks, list(args), timeout_s
 
     def __call__(self, lock_fd: int) -> RunResult:
-        from launcher.mpirun import kill_group, mpi_env, mpirun_cmd
+        # The gang is reserved on Ray by the launcher and released when the run ends:
+        # FRAMESTREAM_RAY_ADDRESS names the cluster (one shared with the serving ranks makes the
+        # run wait for room instead of crowding them), FRAMESTREAM_LAUNCHER_* the gang's shape
+        # and how long to wait for it. A failed run is not relaunched here: the next trigger is.
+        from launcher.api import Launcher
+        from launcher.settings import LauncherSettings
 
-        cmd = mpirun_cmd(self.ranks, "jobs.retrain", self.args)
-        log.info("starting: %s", " ".join(cmd))
-        proc = subprocess.Popen(cmd, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, text=True, start_new_session=True,
-                                pass_fds=(lock_fd,))
-        try:
-            out, err = proc.communicate(timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            proc.communicate()
-            return RunResult(proc.returncode if proc.returncode is not None else -9, timed_out=True,
+        with Launcher("retrain", LauncherSettings.load(ranks=self.ranks)) as launcher:
+            log.info("starting on gang %s: %s", launcher.name,
+                     " ".join(launcher.launch.command("jobs.retrain", self.args)))
+            job = launcher.run("jobs.retrain", self.args, timeout_s=self.timeout_s, restarts=0,
+                               pass_fds=(lock_fd,))
+        out, err = job.stdout, job.stderr
+        if job.timed_out:
+            return RunResult(job.exit_code, timed_out=True,
                              reason=f"gave up after {self.timeout_s:.0f}s (raise "
                                     f"FRAMESTREAM_CRON_JOB_TIMEOUT_S or --timeout)")
         got = parse_result(out)
-        if proc.returncode != 0:
-            log.warning("retrain failed with exit code %d; stderr tail:\n%s", proc.returncode,
+        if job.exit_code != 0:
+            log.warning("retrain failed with exit code %d; stderr tail:\n%s", job.exit_code,
                         err[-3000:])
-            return RunResult(proc.returncode, reason=failure_reason(err, proc.returncode))
+            return RunResult(job.exit_code, reason=failure_reason(err, job.exit_code))
         return RunResult(0, version=got.get("version"), promoted=got.get("promoted"),
                          reason=got.get("reason", ""))
 

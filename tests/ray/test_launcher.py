@@ -171,3 +171,18 @@ def test_ray_settings_reject_a_bad_address() -> None:
 
     with pytest.raises(ConfigError, match="FRAMESTREAM_RAY_ADDRESS"):
         RaySettings.load(env={"FRAMESTREAM_RAY_ADDRESS": "nowhere"})
+
+
+def test_scheduled_retrain_goes_through_the_launcher_and_waits_for_room(
+        ray_local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.retrain_cron import MpirunRetrain, RetrainScheduler
+
+    monkeypatch.setenv("FRAMESTREAM_LAUNCHER_TIMEOUT_S", "1")
+    monkeypatch.setenv("FRAMESTREAM_LAUNCHER_RETRIES", "0")
+    with Launcher("serve", _settings(ranks=2)):  # serving holds the whole cluster
+        sched = RetrainScheduler("0 3 * * *", MpirunRetrain(2, ["--epochs", "1"], timeout_s=60),
+                                 tmp_path / "cron")
+        record = sched.trigger()
+    assert record["status"] == "error" and record["exit_code"] == -1
+    assert "could not reserve a gang of 2 bundles" in record["reason"]
+    assert "other gangs hold what is missing" in record["reason"]
