@@ -38,6 +38,26 @@ class BatchContext:
     client: dict[str, Any]
 
 
+def warm_partition(batches: Iterator[pa.RecordBatch], endpoints_json: str, endpoints_file: str,
+                   client: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body of the warm-up job the driver runs before the query: starts the Python
+    worker, imports the ETL, initialises Pillow's codecs and opens the sockets to the ranks, so
+    the first micro-batch does not pay for it (Spark reuses Python workers across jobs)."""
+    import io
+
+    from PIL import Image
+
+    from etl import decode  # noqa: F401  (the import is the warm-up)
+
+    Image.init()
+    buf = io.BytesIO()
+    Image.new("L", (4, 4)).save(buf, "PNG")
+    Image.open(io.BytesIO(buf.getvalue())).load()
+    cached_client(endpoints_json, endpoints_file, ClientSettings(**client))
+    for batch in batches:
+        yield pa.record_batch([pa.array([batch.num_rows], pa.int64())], names=["rows"])
+
+
 def classify_partition(batches: Iterator[pa.RecordBatch], ctx: BatchContext,
                        counts: tuple[Any, Any] | None = None) -> Iterator[pa.RecordBatch]:
     """mapInArrow body; ``counts`` are Spark accumulators (predictions, dead letters)."""

@@ -89,6 +89,7 @@ class StreamJob:
         fn = ClassifyBatches(self.stream, self.kafka, self.client,
                              lambda v: spec_for(v, self.stream.registry), dict(limits),
                              kafka_sink_options(self.kafka))
+        warm_up(spark, self.stream.endpoints_file, self.client)
         query = start_query(spark, fn, self.available_now)
         if self.ready_file:
             Path(self.ready_file).write_text(json.dumps({"query": str(query.id),
@@ -121,6 +122,26 @@ class StreamJob:
                               "versions": sorted(set(st.versions.values()))}), flush=True)
             spark.stop()
         return code
+
+
+def warm_up(spark: Any, endpoints_file: str, client: ClientSettings) -> None:
+    """One small job on every core's Python worker before the query starts (see
+    :func:`etl.classify.warm_partition`): the first micro-batch then runs at the steady pace."""
+    import dataclasses
+    from functools import partial
+
+    from etl.classify import warm_partition
+    from mpi_workers import endpoints
+
+    current = endpoints.read(Path(endpoints_file))
+    if current is None:
+        return
+    started = time.monotonic()
+    n = spark.sparkContext.defaultParallelism
+    fn = partial(warm_partition, endpoints_json=current.to_json(), endpoints_file=endpoints_file,
+                 client=dataclasses.asdict(client))
+    spark.range(n, numPartitions=n).mapInArrow(fn, "rows long").collect()
+    log.info("warmed %d Python workers in %.1fs", n, time.monotonic() - started)
 
 
 def check_attach(stream: StreamSettings) -> None:
