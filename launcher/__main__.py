@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")  # unwinds to the release in Launcher.__exit__
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # also when started with SIGINT ignored (a shell's &)
     try:
         with Launcher(a.command, settings, ray_settings, name=a.name, cancel=cancel) as launcher:
             if a.command == "serve":

@@ -47,9 +47,13 @@ def connect(settings: RaySettings | None = None, **init_kwargs: Any) -> dict[str
         gcs = ray.get_runtime_context().gcs_address
         return {"address": gcs, "gcs_address": gcs, "dashboard_url": ""}
     if s.address == "local":  # "local", not None: never join a `ray start` cluster by accident
-        ctx = ray.init(address="local", num_cpus=s.num_cpus,
-                       num_gpus=None if s.num_gpus < 0 else s.num_gpus,
-                       include_dashboard=s.dashboard, log_to_driver=False, **init_kwargs)
+        try:
+            ctx = ray.init(address="local", num_cpus=s.num_cpus,
+                           num_gpus=None if s.num_gpus < 0 else s.num_gpus,
+                           include_dashboard=s.dashboard, log_to_driver=False, **init_kwargs)
+        except Exception as exc:  # ray.init raises bare Exceptions (e.g. dashboard packages)
+            raise ServiceError(f"could not start a local Ray instance: {exc} (check "
+                               f"FRAMESTREAM_RAY_NUM_CPUS / NUM_GPUS / DASHBOARD)") from exc
     else:
         enable_token_auth_if_available()
         try:
