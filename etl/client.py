@@ -10,6 +10,11 @@ the endpoint set and moves to a newer generation (the launcher relaunched the ra
 task so Spark retries it.
 
 Replies are matched by request id, so a late answer to a request that was re-sent is dropped.
+
+With ``curve_secret`` and ``curve_server_key`` set, every socket is a CURVE client: it proves its
+key to the ranks (which admit only keys in their allowed folder) and checks theirs against the
+pinned server key (see :mod:`framestream.security`). A reply that does not follow the protocol is
+logged and dropped; its request is re-sent when its deadline passes.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 import zmq
 
 from framestream.errors import DeadlineExceeded, FramestreamError
+from framestream.security import ClientKeys, client_keys, secure_client
 from framestream.settings import check, settings_section
 from mpi_workers.endpoints import EndpointSet
 from mpi_workers.protocol import Message, Op, ProtocolError, decode, encode
@@ -40,6 +46,12 @@ class ClientSettings:
     credits_per_rank: int = field(default=2, metadata=check(lambda v: 1 <= v <= 64, "1..64"))
     request_timeout_s: float = field(default=30.0, metadata=check(lambda v: v > 0, "> 0"))
     outage_timeout_s: float = field(default=120.0, metadata=check(lambda v: v > 0, "> 0"))
+    curve_secret: str = ""       # this client's CURVE secret certificate (with curve_server_key)
+    curve_server_key: str = ""   # the ranks' public certificate, pinned
+    max_reply_bytes: int = field(default=256 * 1024 * 1024, metadata=check(lambda v: v > 0, "> 0"))
+
+    def keys(self) -> ClientKeys | None:
+        return client_keys(self.curve_secret, self.curve_server_key)
 
 
 class RanksUnavailable(DeadlineExceeded):
@@ -97,6 +109,7 @@ class RankClient:
         self._outage_since: float | None = None
         self._next_refresh = 0.0
         self._turn = os.getpid()  # executors start their turns at different ranks
+        self._keys = self.settings.keys()  # ConfigError now, not on the first request
         self._connect(endpoints)
 
     # -- connections --------------------------------------------------------------------------
@@ -108,6 +121,8 @@ class RankClient:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections
+            sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_reply_bytes)
+            secure_client(sock, self._keys)
             sock.connect(ep)
             self._ranks.append(_Rank(sock, ep))
         self._poller = zmq.Poller()
@@ -216,7 +231,7 @@ class RankClient:
             self._ranks[rank].suspect = False
             self._outage_since = None
             try:
-                msg = decode(frames)
+                msg = decode(frames, max_bytes=self.settings.max_reply_bytes)
             except ProtocolError as exc:
                 log.error("unreadable reply from %s: %s", self._ranks[rank].endpoint, exc)
                 continue
@@ -270,9 +285,12 @@ class RankClient:
             for r in self._ranks:
                 r.suspect = False
         if now - self._outage_since > self.settings.outage_timeout_s:
+            hint = ("" if self._keys else "if the ranks bind a network address they require "
+                    "CURVE: set FRAMESTREAM_CLIENT_CURVE_SECRET and _CURVE_SERVER_KEY")
             raise RanksUnavailable("the executor", f"an answer from any rank of generation "
                                    f"{self.generation} or a new generation", self.settings.
-                                   outage_timeout_s, "FRAMESTREAM_CLIENT_OUTAGE_TIMEOUT_S")
+                                   outage_timeout_s, "FRAMESTREAM_CLIENT_OUTAGE_TIMEOUT_S",
+                                   detail=hint)
         time.sleep(0.05)  # ranks are down: wait a little before probing the endpoint set again
 
 

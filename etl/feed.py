@@ -66,16 +66,21 @@ def feed_partition(batches: Iterator[pa.RecordBatch], ctx: FeedContext
                               names=["fed", "rejected"])
 
 
-def end_feed(endpoints: EndpointSet, timeout_s: float = 30.0) -> list[int]:
+def end_feed(endpoints: EndpointSet, timeout_s: float = 30.0,
+             client: ClientSettings | None = None) -> list[int]:
     """Tell every training rank that no more data comes; returns the frames each one holds."""
     import zmq
 
+    from framestream.security import secure_client
+
+    keys = (client or ClientSettings.load()).keys()
     ctx = zmq.Context()
     held = []
     try:
         for rank in endpoints.ranks:
             sock = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            secure_client(sock, keys)
             sock.connect(rank.endpoint)
             sock.send_multipart(encode(Message(Op.END, f"end-{rank.rank}")))
             if not sock.poll(int(timeout_s * 1000)):
@@ -85,7 +90,7 @@ def end_feed(endpoints: EndpointSet, timeout_s: float = 30.0) -> list[int]:
             held.append(int(reply.meta.get("frames", 0)))
             sock.close(0)
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)  # closes a socket left open by a timeout (term() would wait on it)
     return held
 
 
@@ -93,7 +98,10 @@ def feed(spark: "SparkSession", bootstrap: str, topic: str, offsets: dict[str, s
          endpoints: EndpointSet, endpoints_file: str, spec: dict[str, Any],
          client: ClientSettings, limits: dict[str, Any]) -> dict[str, int]:
     """Run the feeding job over ``offsets`` (Spark's startingOffsets/endingOffsets JSON)."""
-    df = (spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap)
+    from framestream.config import KafkaSettings
+
+    df = (spark.read.format("kafka").options(**KafkaSettings.load(bootstrap=bootstrap)
+                                             .spark_options())  # + FRAMESTREAM_KAFKA_SECURITY_*
           .option("subscribe", topic).option("includeHeaders", "true")
           .option("startingOffsets", offsets["starting"])
           .option("endingOffsets", offsets["ending"]).load())
@@ -101,7 +109,7 @@ def feed(spark: "SparkSession", bootstrap: str, topic: str, offsets: dict[str, s
     row = (df.mapInArrow(partial(feed_partition, ctx=ctx), COUNTS_DDL)
            .groupBy().sum("fed", "rejected").collect()[0])
     fed, rejected = int(row[0] or 0), int(row[1] or 0)
-    held = end_feed(endpoints)
+    held = end_feed(endpoints, client=client)
     log.info("fed %d labeled frames to %d ranks (%s each), rejected %d", fed, len(held), held,
              rejected)
     return {"fed": fed, "rejected": rejected, "per_rank": held}

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import zmq
     from mpi4py.MPI import Intracomm
 
+    from framestream.security import PeerGuard
     from models.spec import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ class FeedReceiver:
     """Collects TRAIN batches until END; bounded by ``max_frames`` and an idle deadline."""
 
     def __init__(self, sock: "zmq.Socket", spec: "PreprocessSpec", rank: int, max_frames: int,
-                 max_request_bytes: int) -> None:
-        self.sock, self.spec, self.rank = sock, spec, rank
+                 max_request_bytes: int, guard: "PeerGuard | None" = None) -> None:
+        self.sock, self.spec, self.rank, self.guard = sock, spec, rank, guard
         self.max_frames, self.max_request_bytes = max_frames, max_request_bytes
         self.images: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
@@ -88,6 +89,8 @@ class FeedReceiver:
 
         last = time.monotonic()
         while not self.ended:
+            if self.guard is not None:
+                self.guard.poll()
             if not self.sock.poll(200):
                 if time.monotonic() - last > idle_timeout_s:
                     raise DeadlineExceeded(f"training rank {self.rank}", "TRAIN data or END from "
@@ -108,21 +111,30 @@ class FeedReceiver:
 
 
 def receive(comm: "Intracomm", spec: "PreprocessSpec", endpoints_file: str | Path,
-            bind: str = "127.0.0.1", max_frames: int = 1_000_000, idle_timeout_s: float = 600.0,
+            bind: str | None = None, max_frames: int = 1_000_000, idle_timeout_s: float = 600.0,
             max_request_bytes: int = 256 * 1024 * 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Collective: bind, publish the endpoints, collect this rank's share of the fed data."""
+    """Collective: bind, publish the endpoints, collect this rank's share of the fed data.
+
+    Training ranks take the serving ranks' address and CURVE settings (``FRAMESTREAM_SERVE_BIND``,
+    ``_CURVE_SECRET``, ``_CURVE_CLIENTS``, ``_INSECURE``): the same bind policy applies.
+    """
     import zmq
 
+    from framestream.security import server_keys
     from mpi_workers.rank_socket import bind_router, publish_endpoints
+    from mpi_workers.serve import ServeSettings
 
+    s = ServeSettings.load(bind=bind)
+    keys = server_keys(s.bind, s.curve_secret, s.curve_clients, s.insecure)
     ctx = zmq.Context()
-    sock, endpoint = bind_router(ctx, bind, 0, comm.rank, max_request_bytes)
+    bound = bind_router(ctx, s.bind, 0, comm.rank, max_request_bytes, keys, s.insecure)
     try:
-        publish_endpoints(comm, endpoint, endpoints_file)
-        receiver = FeedReceiver(sock, spec, comm.rank, max_frames, max_request_bytes)
+        publish_endpoints(comm, bound.endpoint, endpoints_file)
+        receiver = FeedReceiver(bound.sock, spec, comm.rank, max_frames, max_request_bytes,
+                                guard=bound.guard)
         images, labels = receiver.run(idle_timeout_s)
     finally:
-        sock.close(0)
+        bound.close()
         ctx.term()
     log.info("rank %d received %d labeled frames", comm.rank, len(labels))
     return images, labels

@@ -3,6 +3,9 @@
 Shared by the serving ranks (:mod:`mpi_workers.serve`) and the training ranks fed over ZeroMQ
 (:mod:`mpi_workers.feed`): each rank binds a ROUTER, rank 0 gathers the endpoints over MPI and
 writes the set with the next generation number (see :mod:`mpi_workers.endpoints`).
+
+The bind policy lives here too, so no rank can skip it: a loopback address may be plain ZeroMQ, any
+other address needs CURVE keys (:mod:`framestream.security`) or an explicit ``insecure``.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from framestream.security import InsecureBind, PeerGuard, ServerKeys, is_loopback
 from mpi_workers.endpoints import EndpointSet, RankEndpoint, publish, read
 
 if TYPE_CHECKING:
@@ -25,20 +29,50 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def bind_router(ctx: "zmq.Context", bind: str, port: int, rank: int,
-                max_message_bytes: int) -> tuple["zmq.Socket", str]:
-    """A ROUTER on ``bind``:``port + rank`` (any free port when ``port`` is 0)."""
+@dataclass
+class RankSocket:
+    """A bound ROUTER, its endpoint and its door keeper (CURVE, connection counters)."""
+
+    sock: "zmq.Socket"
+    endpoint: str
+    guard: PeerGuard
+
+    def close(self) -> None:
+        self.guard.close()
+        self.sock.close(0)
+
+
+def bind_router(ctx: "zmq.Context", bind: str, port: int, rank: int, max_message_bytes: int,
+                keys: ServerKeys | None = None, insecure: bool = False,
+                counter: Any = None) -> RankSocket:
+    """A ROUTER on ``bind``:``port + rank`` (any free port when ``port`` is 0).
+
+    ``keys``: CURVE server keys and the allowed client folder (see
+    :func:`framestream.security.server_keys`). Without keys only a loopback ``bind`` is allowed,
+    unless ``insecure``; else :class:`~framestream.security.InsecureBind`. ``counter``: a
+    Prometheus counter with labels (rank, event) for the guard's connection events.
+    """
     import zmq
 
+    if keys is None and not insecure and not is_loopback(bind):
+        raise InsecureBind("FRAMESTREAM_SERVE_BIND", bind, "--insecure")
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)  # oversized messages drop the peer
-    if port:
-        endpoint = f"tcp://{bind}:{port + rank}"
-        sock.bind(endpoint)
-    else:
-        endpoint = f"tcp://{bind}:{sock.bind_to_random_port(f'tcp://{bind}')}"
-    return sock, endpoint
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)  # an oversized message drops the peer
+    guard = PeerGuard(ctx, sock, keys, counter, rank)  # CURVE options must precede bind
+    try:
+        if port:
+            endpoint = f"tcp://{bind}:{port + rank}"
+            sock.bind(endpoint)
+        else:
+            endpoint = f"tcp://{bind}:{sock.bind_to_random_port(f'tcp://{bind}')}"
+    except BaseException:
+        guard.close()
+        sock.close(0)
+        raise
+    log.info("rank %d bound %s (%s)", rank, endpoint,
+             "CURVE, %d allowed clients" % len(keys.clients) if keys else "plain ZeroMQ")
+    return RankSocket(sock, endpoint, guard)
 
 
 def publish_endpoints(comm: "Intracomm", endpoint: str, endpoints_file: str | Path,

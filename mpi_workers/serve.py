@@ -8,6 +8,10 @@ gathers every rank's endpoint over MPI and publishes the set (see :mod:`mpi_work
 
 A malformed message gets an ERROR reply and the rank keeps serving. SIGTERM or SHUTDOWN ends the
 rank after the batch in hand.
+
+Binding anything but a loopback address needs CURVE keys (``--curve-secret`` + ``--curve-clients``,
+made by ``python -m framestream.keys init DIR``): only clients whose public key is in the allowed
+folder get in. Without keys such a bind is refused unless ``--insecure`` is given explicitly.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 from dataclasses import dataclass, field
 
 from framestream.paths import state_dir
+from framestream.security import server_keys
 from framestream.settings import check, settings_section
 from mpi_workers.dist import abort_on_error, local_rank, world
 from mpi_workers.rank_socket import bind_router, publish_endpoints
@@ -42,6 +47,9 @@ class ServeSettings:
         lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"))
     threads: int = field(default=0, metadata=check(lambda v: v >= 0, "0 (auto) or >= 1"))
     refresh_s: float = field(default=0.5, metadata=check(lambda v: v > 0, "> 0"))
+    curve_secret: str = ""              # the ranks' secret certificate (enables CURVE)
+    curve_clients: str = ""             # folder of allowed client public certificates (*.key)
+    insecure: bool = False              # allow a non-loopback bind without CURVE
 
 
 def _device(choice: str, local: int) -> str:
@@ -73,10 +81,19 @@ def parse_args(argv: list[str] | None) -> tuple[ServeSettings, argparse.Namespac
     p.add_argument("--generation", type=int, default=None,
                    help="endpoint generation to publish (default: the published one + 1)")
     p.add_argument("--job", default="", help="launch id recorded with the endpoints")
+    p.add_argument("--curve-secret", help="the ranks' CURVE secret certificate "
+                                          "(FRAMESTREAM_SERVE_CURVE_SECRET)")
+    p.add_argument("--curve-clients", help="folder of allowed client certificates "
+                                           "(FRAMESTREAM_SERVE_CURVE_CLIENTS)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="allow a non-loopback --bind without CURVE keys (anyone who reaches it "
+                        "can use the ranks; FRAMESTREAM_SERVE_INSECURE)")
     args = p.parse_args(argv)
     settings = ServeSettings.load(bind=args.bind, port=args.port, max_batch=args.max_batch,
                                   metrics_port=args.metrics_port, endpoints_file=args.endpoints_file,
-                                  registry=args.registry, device=args.device, threads=args.threads)
+                                  registry=args.registry, device=args.device, threads=args.threads,
+                                  curve_secret=args.curve_secret, curve_clients=args.curve_clients,
+                                  insecure=args.insecure)
     return settings, args
 
 
@@ -85,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("FRAMESTREAM_LOG_LEVEL", "INFO"),
                         format=f"%(asctime)s rank{world().rank} %(levelname)s %(name)s: %(message)s")
     s, args = parse_args(argv)
+    keys = server_keys(s.bind, s.curve_secret, s.curve_clients, s.insecure)  # before any work
     import torch
     import zmq
     from mpi4py import MPI
@@ -101,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     models = ModelCache(s.registry, device, default=args.version)
 
     ctx = zmq.Context()
-    sock, endpoint = bind_router(ctx, s.bind, s.port, comm.rank, s.max_request_bytes)
     metrics = RankMetrics(comm.rank)
+    bound = bind_router(ctx, s.bind, s.port, comm.rank, s.max_request_bytes, keys, s.insecure,
+                        peer_counter(metrics.registry))
+    sock, endpoint = bound.sock, bound.endpoint
     metrics.model.info({"version": models.default_version})
     metrics_url = "" if s.metrics_port < 0 else metrics.serve(
         s.bind, s.metrics_port + comm.rank if s.metrics_port else 0)
@@ -110,16 +130,25 @@ def main(argv: list[str] | None = None) -> int:
                       models.default_version, args.generation, args.job)
 
     server = RankServer(sock, models, metrics, comm.rank, s.max_batch, s.refresh_s,
-                        s.max_request_bytes)
+                        s.max_request_bytes, guard=bound.guard)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     log.info("rank %d serving %s on %s (%s, %d threads)", comm.rank, models.default_version,
              endpoint, device, torch.get_num_threads())
     server.run()
-    sock.close(0)
+    bound.close()
     ctx.term()
     log.info("rank %d stopped after %d frames", comm.rank, server.frames_served)
     return 0
+
+
+def peer_counter(registry: object) -> object:
+    """``framestream_rank_peers_total{rank, event}``: connections at the rank's door."""
+    from prometheus_client import Counter
+
+    return Counter("framestream_rank_peers", "connection events at the rank's socket: accepted, "
+                   "handshake_ok, unauthorized, bad_handshake, no_handshake, disconnected",
+                   ["rank", "event"], registry=registry)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from mpi_workers.protocol import Message, Op, ProtocolError, decode, encode
 if TYPE_CHECKING:
     import zmq
 
+    from framestream.security import PeerGuard
     from mpi_workers.metrics import RankMetrics
     from mpi_workers.model_cache import LoadedModel, ModelCache
 
@@ -28,8 +29,10 @@ MAX_DRAIN = 256  # messages taken off the socket per loop, so replies are not he
 
 class RankServer:
     def __init__(self, sock: "zmq.Socket", models: "ModelCache", metrics: "RankMetrics", rank: int,
-                 max_batch: int, refresh_s: float, max_request_bytes: int) -> None:
+                 max_batch: int, refresh_s: float, max_request_bytes: int,
+                 guard: "PeerGuard | None" = None) -> None:
         self.sock = sock
+        self.guard = guard          # CURVE door keeper: counts refused and broken peers
         self.models = models
         self.metrics = metrics
         self.rank = rank
@@ -50,6 +53,8 @@ class RankServer:
 
         while self._running:
             self._maybe_refresh()
+            if self.guard is not None:
+                self.guard.poll()
             if not self.sock.poll(100):
                 continue
             pending: list[Pending] = []
