@@ -6,6 +6,12 @@ with mpi4py, so no launcher variables (MASTER_ADDR, ...) are needed.
 
 A rank that raises aborts the whole MPI job (:func:`abort_on_error`) instead of leaving the other
 ranks blocked in a collective.
+
+No pickle between ranks: mpi4py's lowercase collectives (``comm.gather``, ``bcast``,
+``allgather``, ``allreduce`` on Python objects) serialize with pickle unless told otherwise;
+:func:`world` swaps in msgpack once per process, so they carry plain values only (None, bool,
+int, float, str, bytes, lists, dicts with str keys; a tuple arrives as a list) and a custom class
+fails loudly at the sender instead of running code at the receiver.
 """
 
 from __future__ import annotations
@@ -27,9 +33,35 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def world() -> "Intracomm":
+_SERIALIZER = {"set": False}
+
+
+def _mpi_dumps(obj: Any) -> bytes:
+    import msgpack
+
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _mpi_loads(data: Any) -> Any:
+    import msgpack
+
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def use_msgpack() -> None:
+    """Make mpi4py serialize Python objects with msgpack instead of pickle (idempotent)."""
     from mpi4py import MPI
 
+    if not _SERIALIZER["set"]:
+        MPI.pickle.__init__(_mpi_dumps, _mpi_loads)
+        _SERIALIZER["set"] = True
+
+
+def world() -> "Intracomm":
+    """MPI.COMM_WORLD, with msgpack as the object serializer (see the module doc)."""
+    from mpi4py import MPI
+
+    use_msgpack()
     return MPI.COMM_WORLD
 
 
