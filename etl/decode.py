@@ -19,6 +19,8 @@ Per frame, in order (the first failing step names the :class:`Reason`):
    much smaller, and straight to grayscale when the target is ``L``.
 5. Load. Data that ends early -> ``TRUNCATED`` (``ImageFile.LOAD_TRUNCATED_IMAGES`` stays off:
    a half-grey frame is not a frame). Any other Pillow error -> ``UNDECODABLE`` with its text.
+   Steps 2-8 of one frame run under ``decode_timeout_s`` (wall clock, :mod:`etl.time_limit`):
+   a frame still decoding then -> ``TIMEOUT``.
 6. EXIF orientation is applied (``ImageOps.exif_transpose``); multi-frame files (GIF, APNG,
    WebP, TIFF) give their first frame.
 7. Conversion to the spec's mode (``L`` or ``RGB``):
@@ -52,6 +54,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from etl.limits import FrameLimits, FrameRejected, Reason
+from etl.time_limit import FrameClock, TimeLimitExceeded
 from models.spec import PreprocessSpec
 
 __all__ = ["DecodedBatch", "FrameLimits", "FrameRejected", "Reason", "decode_batch", "decode_one",
@@ -120,14 +123,19 @@ def sniff_format(data: bytes | memoryview) -> str | None:
 
 
 def decode_one(data: bytes | bytearray | memoryview | None, spec: PreprocessSpec,
-               limits: FrameLimits | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
+               limits: FrameLimits | None = None, *, out: np.ndarray | None = None,
+               clock: FrameClock | None = None) -> np.ndarray:
     """Decode one encoded frame to ``uint8 [spec.height, spec.width, spec.channels]``.
 
     Writes into ``out`` (C-contiguous uint8 of ``spec.shape``) when given, and returns it.
     Raises :class:`FrameRejected` for every problem with the frame, and only for those;
-    ``ValueError`` for a wrong ``out``.
+    ``ValueError`` for a wrong ``out``. ``clock``: the batch's :class:`FrameClock` (else one is
+    set up for this frame).
     """
     limits = limits or default_limits()
+    if clock is None:
+        with FrameClock(limits.decode_timeout_s) as own:
+            return decode_one(data, spec, limits, out=out, clock=own)
     if out is None:
         out = np.empty(spec.shape, dtype=np.uint8)
     elif out.dtype != np.uint8 or out.shape != spec.shape or not out.flags.c_contiguous:
@@ -144,10 +152,18 @@ def decode_one(data: bytes | bytearray | memoryview | None, spec: PreprocessSpec
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            image = _read(data, spec, limits)
-            pixels = image.tobytes()
+            clock.arm()
+            try:
+                image = _read(data, spec, limits)
+                pixels = image.tobytes()
+            finally:
+                clock.disarm()
         except FrameRejected:
             raise
+        except TimeLimitExceeded:
+            raise FrameRejected(Reason.TIMEOUT, f"still decoding after decode_timeout_s "
+                                f"{limits.decode_timeout_s:g}s "
+                                f"(FRAMESTREAM_LIMITS_DECODE_TIMEOUT_S)") from None
         except Exception as exc:  # Pillow and its codecs raise many kinds: each is about the frame
             raise _rejection(exc, data) from exc
         finally:
@@ -178,10 +194,18 @@ def decode_batch(values: Any, spec: PreprocessSpec, limits: FrameLimits | None =
     bad: list[int] = []
     reasons: list[str] = []
     details: list[str] = []
+    with FrameClock(limits.decode_timeout_s) as clock:  # one SIGALRM handler for the batch
+        k = _decode_rows(frames, spec, limits, out, clock, ok_index, bad, reasons, details)
+    return DecodedBatch(out[:k], ok_index[:k], np.asarray(bad, dtype=np.int64), reasons, details)
+
+
+def _decode_rows(frames: Iterator[tuple[int, Any]], spec: PreprocessSpec, limits: FrameLimits,
+                 out: np.ndarray, clock: FrameClock, ok_index: np.ndarray, bad: list[int],
+                 reasons: list[str], details: list[str]) -> int:
     k = 0
     for i, data in frames:
         try:
-            decode_one(data, spec, limits, out=out[k])
+            decode_one(data, spec, limits, out=out[k], clock=clock)
         except FrameRejected as rejected:
             bad.append(i)
             reasons.append(rejected.reason.value)
@@ -195,7 +219,7 @@ def decode_batch(values: Any, spec: PreprocessSpec, limits: FrameLimits | None =
             continue
         ok_index[k] = i
         k += 1
-    return DecodedBatch(out[:k], ok_index[:k], np.asarray(bad, dtype=np.int64), reasons, details)
+    return k
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class Reason(str, enum.Enum):
     TOO_MANY_PIXELS = "too_many_pixels"      # declared width*height over max_pixels
     BAD_DIMENSIONS = "bad_dimensions"        # a zero side, a side over max_side, absurd aspect
     UNSUPPORTED_MODE = "unsupported_mode"    # pixels with no agreed mapping to L/RGB (e.g. float)
+    TIMEOUT = "timeout"                      # decoding took longer than decode_timeout_s
 
     def __str__(self) -> str:  # so f"{reason}" is the stable value, not "Reason.EMPTY"
         return self.value
@@ -63,6 +64,8 @@ class FrameLimits:
     so a frame costs bounded time and memory whatever its header claims (decompression bombs).
 
     ``max_pixels`` bounds memory: a frame allocates at most about ``4 * max_pixels`` bytes (RGBA).
+    ``decode_timeout_s`` bounds time: a frame still decoding after it is rejected (``timeout``),
+    so no frame can hold an executor; 0 turns the clock off.
     """
 
     max_bytes: int = field(default=10 * 1024 * 1024, metadata=check(lambda v: v >= 1, ">= 1"))
@@ -72,6 +75,8 @@ class FrameLimits:
     formats: tuple[str, ...] = field(
         default=DEFAULT_FORMATS,
         metadata=check(_formats_ok, f"a non-empty comma list out of {','.join(KNOWN_FORMATS)}"))
+    decode_timeout_s: float = field(default=10.0, metadata=check(lambda v: 0 <= v <= 3600,
+                                                                 "0 (off) .. 3600 seconds"))
 
     def __post_init__(self) -> None:
         # Accept "jpeg, png" from the environment or a CLI: Pillow's names are upper case.
