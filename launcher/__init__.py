@@ -1,4 +1,15 @@
 """Placement and launching: Ray placement groups reserve a gang of ranks, mpirun starts them.
 
-Runs in the driver / launcher process, never inside a rank.
+Runs in the driver / launcher process, never inside a rank (except :mod:`launcher.rank_exec`, which
+only sets a rank's environment and ``exec``s its program).
+
+- :mod:`launcher.api`: ``Launcher`` (reserve, serve or run, release) -- start here;
+  ``python -m launcher {serve,retrain,run,status}`` is its CLI.
+- :mod:`launcher.reservation` / :mod:`launcher.policy`: the reservation and supervision state
+  machines (pure); :mod:`launcher.ray_gang` and :mod:`launcher.gang` drive them.
+- :mod:`launcher.holders`, :mod:`launcher.layout`, :mod:`launcher.rsh`, :mod:`launcher.mpirun`:
+  bundle holders, hostfile and per-rank environment, mpirun's way to other nodes, command lines.
+- :mod:`launcher.settings` (``FRAMESTREAM_LAUNCHER_*``), :mod:`launcher.ray_cluster`
+  (``FRAMESTREAM_RAY_*``), :mod:`launcher.errors`, :mod:`launcher.records` (what status shows).
+- :mod:`launcher.loopback` (several Ray nodes on one machine), :mod:`launcher.timings`.
 """
