@@ -6,13 +6,22 @@ Each field is overridable by ``FRAMESTREAM_<SECTION>_<FIELD>`` (see :mod:`frames
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from framestream.errors import ConfigError
 from framestream.settings import check, settings_section
 
 
 def _hostport(value: str) -> bool:
     parts = [p.rpartition(":") for p in value.split(",")]
     return all(host and port.isdigit() and 0 < int(port) < 65536 for host, _, port in parts)
+
+
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MODULES = {"PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+                 "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+                 "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule"}
 
 
 @settings_section("kafka")
@@ -28,9 +37,82 @@ class KafkaSettings:
     dlq_topic: str = "frames.dlq"
     labels_topic: str = "labels"
     request_timeout_s: float = field(default=30.0, metadata=check(lambda v: v > 0, "> 0"))
+    # Security, passed to every Kafka client framestream makes: Spark's source and sink (Java
+    # kafka-clients) and the producer (kafka-python). See security_options / java_options.
+    security_protocol: str = field(default="PLAINTEXT", metadata=check(
+        lambda v: v in _PROTOCOLS, " | ".join(_PROTOCOLS)))
+    sasl_mechanism: str = field(default="", metadata=check(
+        lambda v: v in ("", *_SASL_MODULES), "empty or " + " | ".join(_SASL_MODULES)))
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)  # or sasl_password_file
+    sasl_password_file: str = ""
+    ssl_cafile: str = ""                 # PEM bundle of CAs that sign the brokers' certificates
+    ssl_keystore: str = ""               # PEM file with this client's key + certificate (mTLS)
+    ssl_check_hostname: bool = True
 
     def topics(self) -> tuple[str, ...]:
         return (self.frames_topic, self.predictions_topic, self.dlq_topic, self.labels_topic)
+
+    def __post_init__(self) -> None:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username
+                         and (self.sasl_password or self.sasl_password_file)):
+            raise ConfigError("FRAMESTREAM_KAFKA_SASL_MECHANISM", self.sasl_mechanism,
+                              f"a mechanism, FRAMESTREAM_KAFKA_SASL_USERNAME and a password "
+                              f"(_SASL_PASSWORD or _SASL_PASSWORD_FILE) for "
+                              f"{self.security_protocol}")
+        for name in ("sasl_password_file", "ssl_cafile", "ssl_keystore"):
+            path = getattr(self, name)
+            if path and not Path(path).expanduser().is_file():
+                raise ConfigError(f"FRAMESTREAM_KAFKA_{name.upper()}", path, "a readable file")
+
+    def _password(self) -> str:
+        if self.sasl_password_file:
+            return Path(self.sasl_password_file).expanduser().read_text().strip()
+        return self.sasl_password
+
+    def security_options(self) -> dict[str, Any]:
+        """kafka-python keyword arguments (KafkaProducer, KafkaConsumer, KafkaAdminClient)."""
+        opts: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL_"):
+            opts.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                        sasl_plain_password=self._password())
+        if self.security_protocol.endswith("SSL"):
+            opts.update(ssl_check_hostname=self.ssl_check_hostname)
+            if self.ssl_cafile:
+                opts["ssl_cafile"] = self.ssl_cafile
+            if self.ssl_keystore:  # one PEM with key and certificate: load_cert_chain reads both
+                opts["ssl_certfile"] = self.ssl_keystore
+        return opts
+
+    def java_options(self) -> dict[str, str]:
+        """Java kafka-clients properties; Spark's Kafka source and sink take them as options
+        prefixed with ``kafka.`` (see :meth:`spark_options`)."""
+        opts = {"security.protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL_"):
+            def quoted(v: str) -> str:
+                return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+            opts["sasl.mechanism"] = self.sasl_mechanism
+            opts["sasl.jaas.config"] = (f"{_SASL_MODULES[self.sasl_mechanism]} required "
+                                        f"username={quoted(self.sasl_username)} "
+                                        f"password={quoted(self._password())};")
+        if self.security_protocol.endswith("SSL"):
+            if self.ssl_cafile:
+                opts.update({"ssl.truststore.type": "PEM",
+                             "ssl.truststore.location": self.ssl_cafile})
+            if self.ssl_keystore:
+                opts.update({"ssl.keystore.type": "PEM",
+                             "ssl.keystore.location": self.ssl_keystore})
+            if not self.ssl_check_hostname:
+                opts["ssl.endpoint.identification.algorithm"] = ""
+        return opts
+
+    def spark_options(self) -> dict[str, str]:
+        """Options for ``spark.readStream/read/write.format("kafka")``: servers + security."""
+        return {"kafka.bootstrap.servers": self.bootstrap,
+                **{f"kafka.{k}": v for k, v in self.java_options().items()}}
+
 
 
 @settings_section("broker")

@@ -179,8 +179,11 @@ def mix_in(frames: Iterable[Frame], extra: list[tuple[str, bytes, str]], total: 
 
 
 def make_producer(bootstrap: str, settings: ProducerSettings | None = None,
-                  max_request_bytes: int = 1_048_576) -> Any:
-    """A kafka-python producer configured for frames; ServiceError if no broker answers."""
+                  max_request_bytes: int = 1_048_576,
+                  security: dict[str, Any] | None = None) -> Any:
+    """A kafka-python producer configured for frames; ServiceError if no broker answers.
+
+    ``security``: kafka-python's security arguments (``KafkaSettings.security_options()``)."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
@@ -192,7 +195,7 @@ def make_producer(bootstrap: str, settings: ProducerSettings | None = None,
             linger_ms=s.linger_ms, enable_idempotence=True,
             request_timeout_ms=max(1000, min(30_000, deadline_ms - s.linger_ms)),
             delivery_timeout_ms=max(deadline_ms, 1000 + s.linger_ms),
-            max_block_ms=deadline_ms, max_request_size=max_request_bytes)
+            max_block_ms=deadline_ms, max_request_size=max_request_bytes, **(security or {}))
     except KafkaError as exc:
         raise ServiceError(f"no Kafka broker answers at {bootstrap} ({type(exc).__name__}: {exc});"
                            f" start one with `make up` or pass --bootstrap") from exc
@@ -201,7 +204,7 @@ def make_producer(bootstrap: str, settings: ProducerSettings | None = None,
 def publish_frames(bootstrap: str, topic: str, frames: Iterable[Frame], rate: float = 0.0,
                    progress: Callable[[int], object] | None = None,
                    settings: ProducerSettings | None = None,
-                   producer: Any = None) -> Summary:
+                   producer: Any = None, security: dict[str, Any] | None = None) -> Summary:
     """Send every frame to ``topic`` (at ``rate`` frames/s; 0 = as fast as possible).
 
     Returns a :class:`Summary`; raises :class:`ServiceError` only when no broker answers at all
@@ -213,7 +216,7 @@ def publish_frames(bootstrap: str, topic: str, frames: Iterable[Frame], rate: fl
 
     s = settings or ProducerSettings.load()
     own = producer is None
-    producer = producer or make_producer(bootstrap, s)
+    producer = producer or make_producer(bootstrap, s, security=security)
     bucket = TokenBucket(rate)
     lock = threading.Lock()
     state = {"sent": 0, "failed": 0, "error": None}
