@@ -71,15 +71,42 @@ class ClassifyBatches:
         self.kafka_options = kafka_options
         self.pins = VersionPins(Path(settings.checkpoint) / "framestream-pins")
         self.stats = BatchStats()
+        self._last_good = ""                       # last serving version that passed its checksum
+        self._checked: dict[Any, bool] = {}        # (version, size, mtime) -> checksum ok
 
     def choose_version(self) -> str:
+        """The version a new micro-batch runs with: the registry's serving one if its weights pass
+        their checksum, else the last good one (a bad promotion never reaches the ranks)."""
         if self.s.version:
             return self.s.version
         published = endpoints_mod.read(Path(self.s.endpoints_file))
         from models.registry import Registry
 
-        serving = Registry(self.s.registry or None).serving()
-        return serving or (published.model_version if published else "") or ""
+        registry = Registry(self.s.registry or None)
+        serving = registry.serving()
+        if serving and self._verified(registry, serving):
+            self._last_good = serving
+            return serving
+        return self._last_good or (published.model_version if published else "") or ""
+
+    def _verified(self, registry: Any, version: str) -> bool:
+        """Checksum of ``version``'s weights, checked once per (version, file size, mtime)."""
+        try:
+            weights = registry.root / version / registry.manifest(version).weights_file
+            st = weights.stat()
+        except Exception as exc:  # unknown version, missing file: not servable
+            key: Any = (version, type(exc).__name__)
+        else:
+            key = (version, st.st_size, st.st_mtime_ns)
+        if key not in self._checked:
+            try:
+                registry.verify(version)
+                self._checked[key] = True
+            except Exception as exc:  # ChecksumMismatch, VersionNotFound, OSError
+                log.error("refusing to serve %s: %s; staying on %s", version, exc,
+                          self._last_good or "the ranks' version")
+                self._checked[key] = False
+        return self._checked[key]
 
     def __call__(self, df: "DataFrame", batch_id: int) -> None:
         started = time.monotonic()
@@ -106,9 +133,11 @@ class ClassifyBatches:
 
 
 def kafka_sink_options(kafka: KafkaSettings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    # No compression: every Kafka client can read the predictions (kafka-python has no lz4).
-    opts = {"kafka.bootstrap.servers": kafka.bootstrap, "kafka.acks": "all",
-            "kafka.enable.idempotence": "true", "kafka.linger.ms": "5"}
+    """Spark's Kafka sink: bootstrap and security (FRAMESTREAM_KAFKA_SECURITY_* ...), acks=all,
+    idempotent. No compression: every Kafka client can read the predictions (kafka-python has
+    no lz4)."""
+    opts = {**kafka.spark_options(), "kafka.acks": "all", "kafka.enable.idempotence": "true",
+            "kafka.linger.ms": "5"}
     opts.update(extra or {})
     return opts
 
@@ -118,7 +147,7 @@ def start_query(spark: "SparkSession", fn: ClassifyBatches, available_now: bool 
     """Start the query reading ``frames`` with Spark's Kafka source."""
     s, kafka = fn.s, fn.kafka
     reader = (spark.readStream.format("kafka")
-              .option("kafka.bootstrap.servers", kafka.bootstrap)
+              .options(**kafka.spark_options())  # bootstrap servers + security
               .option("subscribe", kafka.frames_topic)
               .option("startingOffsets", s.starting_offsets)
               .option("includeHeaders", "true"))
