@@ -44,14 +44,16 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 ln -sfn "$venv" "$repo/.venv"
 
-deps_key=$(hash_of pyproject.toml constraints.txt <("$venv/bin/python" -V) <(mpicc --showme:version 2>&1))
-if ! fresh pip "$deps_key"; then
-  mapfile -t deps < <("$venv/bin/python" - <<'PY'
+# The pins alone decide whether pip runs (a new pytest marker in pyproject.toml must not).
+mapfile -t deps < <("$venv/bin/python" - <<'PY'
 import tomllib
 p = tomllib.load(open("pyproject.toml", "rb"))["project"]
 print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))
 PY
 )
+deps_key=$(hash_of <(printf '%s\n' "${deps[@]}") constraints.txt <("$venv/bin/python" -V) \
+           <(mpicc --showme:version 2>&1))
+if ! fresh pip "$deps_key"; then
   log "pip install ${#deps[@]} pinned packages (already-installed ones, torch included, are kept)"
   # mpi4py from source so that it is linked against the one MPI on this machine.
   "$venv/bin/pip" install --no-binary mpi4py -c constraints.txt "${deps[@]}"
