@@ -71,14 +71,21 @@ class RayGang:
     # -- reservation -------------------------------------------------------------------------
 
     def _wait_ready(self, pg: "PlacementGroup", timeout_s: float) -> bool:
+        """Wait in 1 s slices (so a cancel is noticed): Ray's wait takes whole seconds -- a
+        fraction becomes 0, an immediate answer, and a loop of those would spin on the GCS."""
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
-            if pg.wait(timeout_seconds=max(0.0, min(0.5, left))):
+            if left >= 1.0:
+                ready = pg.wait(timeout_seconds=1)
+            else:
+                self.cancel_event.wait(max(0.0, left))
+                ready = pg.wait(timeout_seconds=0)
+            if ready:
                 return True
             if self.cancel_event.is_set():
                 raise GangCancelled(f"reservation of gang {self.name} cancelled")
-            if left <= 0:
+            if left < 1.0:
                 return False
 
     def _reserve(self) -> None:
