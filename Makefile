@@ -43,3 +43,11 @@ lock:
 
 clean-state: down
 	rm -rf .state
+
+# Benchmarks (bench/, not tests): the quick profiles, then the README's Performance section.
+# Full grids: python -m bench.stream --help, python -m bench.retrain --help.
+.PHONY: bench
+bench: up
+	@$(PY) -m bench.stream --quick
+	@$(PY) -m bench.retrain --quick
+	@$(PY) -m bench.report
