@@ -117,8 +117,9 @@ class RayGang:
             elif isinstance(action, GiveUp):
                 view = self.policy.last_view or ClusterView({}, {})
                 raise GangReservationTimeout(self.bundles, self.settings.strategy,
-                                             self.policy.waited_s, view.free, "--timeout",
-                                             detail=action.reason, attempts=self.policy.attempt)
+                                             self.policy.waited_s, view.free, "",  # the reason
+                                             detail=action.reason,  # names the flag to change
+                                             attempts=self.policy.attempt)
             elif isinstance(action, Nothing) and self.policy.state is RState.RESERVED:
                 self.reserve_s = time.monotonic() - started
                 log.info("gang %s: reserved in %.2fs", self.name, self.reserve_s)
