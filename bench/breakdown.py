@@ -6,7 +6,8 @@ burst (framestream draining a backlog) into:
 
 - CPU of each process, from ``psutil`` before and after the burst: the Spark JVM (Kafka source,
   Arrow hand-over, Kafka sink, scheduling), the Kafka broker, Spark's Python workers, the Python
-  driver, the ranks, this benchmark process;
+  driver, the ranks, this benchmark process; the JVM is split by thread (``/proc/<pid>/task``
+  names: task threads, Kafka producer I/O, micro-batch planning, JIT, GC);
 - inside the Python processes, the share of each stage from ``py-spy`` samples (``--format raw``,
   active samples only) classified by the innermost framestream function on the stack: decode,
   preprocess (resize / mode conversion on executors, normalise on ranks), send (``etl.client``),
@@ -81,6 +82,50 @@ def broker_pids() -> list[int]:
     return out
 
 
+#: JVM thread name (``/proc/<pid>/task/<tid>/comm``, 15 characters) prefix -> what it does.
+JVM_THREADS = (("Executor task", "Spark JVM: tasks (Kafka read, Arrow to/from Python, sink rows)"),
+               ("stdin writer fo", "Spark JVM: tasks (Kafka read, Arrow to/from Python, sink rows)"),
+               ("kafka-producer-", "Spark JVM: Kafka producer I/O (sink)"),
+               ("kafka-coordinat", "Spark JVM: Kafka consumer I/O (source)"),
+               ("stream executio", "Spark JVM: micro-batch planning and commits"),
+               ("dag-scheduler", "Spark JVM: scheduling"), ("dispatcher-even", "Spark JVM: scheduling"),
+               ("spark-listener", "Spark JVM: scheduling"),
+               ("C2 CompilerThre", "Spark JVM: JIT compilation"),
+               ("C1 CompilerThre", "Spark JVM: JIT compilation"),
+               ("GC Thread", "Spark JVM: garbage collection"), ("G1 ", "Spark JVM: garbage collection"))
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
+    """tid -> (thread name, user + system clock ticks) of every thread of ``pid`` (Linux)."""
+    out = {}
+    base = Path(f"/proc/{pid}/task")
+    try:
+        tids = [int(t) for t in os.listdir(base)]
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            name = (base / str(tid) / "comm").read_text().strip()
+            fields = (base / str(tid) / "stat").read_text().rsplit(")", 1)[1].split()
+            out[tid] = (name, int(fields[11]) + int(fields[12]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def jvm_split(before: dict[int, tuple[str, int]],
+              after: dict[int, tuple[str, int]]) -> dict[str, float]:
+    """CPU seconds of a JVM between two :func:`thread_ticks` snapshots, by thread kind."""
+    out: dict[str, float] = defaultdict(float)
+    for tid, (name, ticks) in after.items():
+        spent = (ticks - before.get(tid, (name, 0))[1]) / TICK
+        kind = next((k for prefix, k in JVM_THREADS if name.startswith(prefix)),
+                    "Spark JVM: other threads")
+        out[kind] += max(0.0, spent)
+    return dict(out)
+
+
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
     import psutil
 
@@ -129,6 +174,7 @@ class Profile:
         return sorted(set(pids))
 
     def start(self) -> None:
+        self.jvm0 = {pid: thread_ticks(pid) for pid in self.roles.get("spark_jvm", [])}
         self.cpu0 = cpu_seconds(self.all_pids())
         self.t0 = time.monotonic()
         exe = pyspy_path()
@@ -147,6 +193,7 @@ class Profile:
         self.wall = time.monotonic() - self.t0
         pids = self.all_pids()
         self.cpu1 = cpu_seconds(pids)
+        self.jvm1 = {pid: thread_ticks(pid) for pid in self.roles.get("spark_jvm", [])}
         for _, proc, _ in self.recorders:
             proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
         for _, proc, _ in self.recorders:
@@ -207,7 +254,16 @@ def summarize(profile: Profile, frames: int, cores: int) -> dict[str, Any]:
     named = {"spark_jvm": "Spark JVM (Kafka read + sink, Arrow, scheduling)",
              "broker": "Kafka broker", "spark_driver": "Spark Python driver",
              "bench": "benchmark process (offset polling)"}
+    jvm: dict[str, float] = defaultdict(float)
+    for pid, after in getattr(profile, "jvm1", {}).items():
+        for kind, seconds in jvm_split(profile.jvm0.get(pid, {}), after).items():
+            jvm[kind] += seconds
     for role, seconds in cpu.items():
+        if role == "spark_jvm" and sum(jvm.values()) > 0:
+            scale = seconds / sum(jvm.values())  # thread ticks are coarser than psutil's total
+            for kind, part in jvm.items():
+                stages[kind] += part * scale
+            continue
         if role in named:
             stages[named[role]] += seconds
             continue

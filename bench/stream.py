@@ -175,6 +175,7 @@ def run_set(run: Run, bench: phases.Bench, set_name: str, kafka: KafkaSettings) 
 
 
 def breakdown(bench: phases.Bench, lane: phases.Lane, work: Any, count: int) -> dict[str, Any]:
+    bench.warm(lane, bench.params["warmup_frames"][lane.fs.name])
     roles = lane.pipeline.pids()
     roles["broker"] = broker_pids()
     roles["bench"] = [os.getpid()]
@@ -189,8 +190,8 @@ def breakdown(bench: phases.Bench, lane: phases.Lane, work: Any, count: int) -> 
             lane.pipeline.resume()
 
     sample = kafka_io.burst(bench.pub, lane.fs, lane.topic_in, lane.outputs, count,
-                            alive=lane.pipeline.alive, start=lane.offset, gate=Gate())
-    profile.stop()
+                            alive=lane.pipeline.alive, start=lane.offset, gate=Gate(),
+                            on_done=profile.stop)
     lane.offset += count
     return {"sample": sample, **summarize(profile, count, CORES)}
 
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     run = Run("stream", params, "quick" if a.quick else "full")
     kafka = KafkaSettings.load()
-    bench = phases.Bench(kafka_io.Publisher(kafka.bootstrap), params)
+    bench = phases.Bench(None, params)  # type: ignore[arg-type]  # a publisher per set
     run.results = {"sets": {}, "gpu": run.machine["gpu"].get("grid", "measured") if
                    not run.machine["gpu"].get("available") else "measured"}
     if not run.machine["gpu"].get("available"):
@@ -241,11 +242,14 @@ def main(argv: list[str] | None = None) -> int:
                     1 if a.quick else 3, params["chunk_frames"], params["credits"], a.device))
             log.info("ceilings done (ranks %s), load %s", ranks, loadavg())
         for s in params["sets"]:
-            run.results["sets"][s] = run_set(run, bench, s, kafka)
+            bench.pub = kafka_io.Publisher(kafka.bootstrap)  # forgets the last set's topics
+            try:
+                run.results["sets"][s] = run_set(run, bench, s, kafka)
+            finally:
+                bench.pub.close()
             run.save()  # keep what was measured if a later set fails
         run.results["targets"] = targets(run.results)
     finally:
-        bench.pub.close()
         plots.stream_plots(run)
         run.save()
     return 0
