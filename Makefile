@@ -5,11 +5,13 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status doctor demo test test-unit lock clean-state
+.PHONY: help setup up down status doctor demo test test-unit lock clean-state chaos soak
 
 help:
 	@echo "make demo    set up, start the broker, check every engine, run the stream end to end"
 	@echo "make test    set up, then run every test tier (unit, zmq, mpi, kafka, spark, ray, slow)"
+	@echo "make chaos   faults under load, long profile (broker down 20 s, 2 min fuzzing); prints the table"
+	@echo "make soak    one hour of stream + retrain/promotion every 10 min; RSS/fd slopes, PNG (SOAK_ARGS=--minutes 10)"
 	@echo "make setup | up | down | status | doctor | test-unit | lock | clean-state"
 
 setup:
@@ -35,6 +37,19 @@ test: setup
 
 test-unit: setup
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The chaos suite's long profile (CI runs the short one inside `make test`). Results:
+# .state/chaos/results.json and fuzz.json; the table is printed at the end.
+chaos: up
+	@FRAMESTREAM_CHAOS_PROFILE=long FRAMESTREAM_FUZZ_SECONDS=$${FRAMESTREAM_FUZZ_SECONDS:-120} \
+	  $(PY) -m pytest tests/chaos -m chaos --timeout 1200 $(PYTEST_ARGS)
+	@$(PY) -m tests.chaos.report --profile long
+
+# Not in CI: an hour by default (SOAK_ARGS="--minutes 10" for a short one). Writes
+# .state/soak/<run>/soak.json and soak.png.
+SOAK_ARGS ?=
+soak: up
+	@$(PY) -m tests.chaos.soak $(SOAK_ARGS)
 
 # Re-lock every package in the venv after changing a pin in pyproject.toml.
 lock:

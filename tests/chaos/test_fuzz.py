@@ -7,7 +7,7 @@ catalogue, the hostile catalogue, and encoded protocol messages. A frame may onl
 rejected (FrameRejected); a message may only parse or raise ProtocolError; the live rank must
 answer a PING after every burst. Anything else is a crash and fails the test.
 
-Budget: ``FRAMESTREAM_FUZZ_SECONDS`` per target (default 20 in CI; ``make chaos`` gives 120).
+Budget: ``FRAMESTREAM_FUZZ_SECONDS`` per target (default 10 in CI; ``make chaos`` gives 120).
 Figures (inputs tried, outcomes, crashes) go to ``.state/chaos/fuzz.json``.
 """
 
@@ -38,7 +38,7 @@ from mpi_workers.protocol import Message, Op, ProtocolError, decode, encode
 from mpi_workers.server_loop import RankServer
 
 pytestmark = [pytest.mark.chaos]
-SECONDS = float(os.environ.get("FRAMESTREAM_FUZZ_SECONDS", "20"))
+SECONDS = float(os.environ.get("FRAMESTREAM_FUZZ_SECONDS", "10"))
 FIGURES = state_dir() / "chaos" / "fuzz.json"
 
 
