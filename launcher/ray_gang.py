@@ -180,6 +180,12 @@ class RayGang:
             self._remove_group()
             if self.policy.state is RState.RELEASING:
                 self.policy.released()
+            if self.launch is not None:
+                self.launch.hostfile.unlink(missing_ok=True)
+                try:
+                    self.run_dir.rmdir()  # kept when it holds the ranks' logs
+                except OSError:
+                    pass
             log.info("gang %s: released", self.name)
 
     def __enter__(self) -> "RayGang":
