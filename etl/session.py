@@ -47,12 +47,17 @@ def spark_session(settings: SparkSettings | None = None, **conf: str) -> "SparkS
     if str(REPO) not in pythonpath.split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), pythonpath) if p)
 
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
-    submitted = SparkConf()  # holds spark-submit's flags when we run under it
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Under spark-submit: attach to its JVM first, or SparkConf() cannot see its flags.
+        SparkContext._ensure_initialized()
+    submitted = SparkConf()  # spark-submit's flags (--master, --conf, defaults file)
     builder = SparkSession.builder.appName(s.app_name)
-    if not submitted.contains("spark.master"):
+    # spark-submit says local[*] when no --master was given: the project's default is kept then.
+    if submitted.get("spark.master", "local[*]") == "local[*]" or "FRAMESTREAM_SPARK_MASTER" in \
+            os.environ:
         builder = builder.master(s.master)
         builder = builder.config("spark.driver.memory", s.driver_memory)
     existing = [j for j in submitted.get("spark.jars", "").split(",") if j]

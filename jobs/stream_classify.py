@@ -15,7 +15,6 @@ FRAMESTREAM_LAUNCHER_* (CPUS_PER_RANK, GPUS_PER_RANK, STRATEGY, TIMEOUT_S, RETRI
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -78,30 +77,8 @@ def parse(argv: list[str] | None) -> StreamJob:
     return StreamJob(stream, kafka, client, a.ranks, serve_args, a.available_now, a.ready_file)
 
 
-def honour_submitted_master() -> None:
-    """Make ``spark-submit --master URL`` reach the session.
-
-    etl.session reads spark-submit's flags with ``SparkConf()`` before any JVM is attached, and
-    so never sees ``--master``; here it is read from spark-submit's JVM and handed over as
-    FRAMESTREAM_SPARK_MASTER. spark-submit's own default when no ``--master`` is given
-    (``local[*]``) keeps the project's default, and an explicit FRAMESTREAM_SPARK_MASTER wins.
-    """
-    if "PYSPARK_GATEWAY_PORT" not in os.environ or "FRAMESTREAM_SPARK_MASTER" in os.environ:
-        return
-    from pyspark.java_gateway import launch_gateway
-
-    gateway = launch_gateway()  # attaches to spark-submit's JVM (it owns it: close, not shutdown)
-    try:
-        master = gateway.jvm.java.lang.System.getProperty("spark.master")
-    finally:
-        gateway.close()
-    if master and master != "local[*]":
-        os.environ["FRAMESTREAM_SPARK_MASTER"] = master
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
-        honour_submitted_master()
         job = parse(argv)
         return job.run()
     except FramestreamError as exc:
