@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from framestream.atomic import write_atomic
 from framestream.paths import state_dir
 
 
@@ -35,11 +35,9 @@ class GangRecord:
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields, updated=time.time())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.data, f, indent=1, sort_keys=True, default=str)
-        os.replace(tmp, self.path)  # a reader sees the old record or the new one
+        # a reader sees the old record or the new one
+        write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True, default=str),
+                     fsync=False)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
