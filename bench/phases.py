@@ -68,12 +68,13 @@ def _counts(bench: Bench, set_name: str, repeats: str = "repeats") -> tuple[int,
 
 
 def burst_size(bench: Bench, set_name: str, warm_fps: float | None) -> int:
-    """Frames for a measured burst: about ``burst_s`` seconds at the warm-up's pace, between the
-    warm-up size and ``frames`` (a batch-1 cell gets fewer frames than a batch-256 one)."""
+    """Frames for a measured burst: about ``burst_s`` seconds at twice the warm-up's pace (a
+    short warm-up burst is dominated by fixed per-micro-batch costs), between the warm-up size
+    and ``frames``: a slow batch-1 cell gets fewer frames than a batch-256 one."""
     n, warm, _ = _counts(bench, set_name)
     if not warm_fps:
         return n
-    return int(min(n, max(warm, warm_fps * bench.params["burst_s"])))
+    return int(min(n, max(warm, 2 * warm_fps * bench.params["burst_s"])))
 
 
 def grid(bench: Bench, lane: Lane, ranks: list[int], batches: list[int],

@@ -148,6 +148,45 @@ def retrain_table(doc: dict[str, Any], name: str) -> list[str]:
     return out
 
 
+def targets_table(stream: dict[str, Any] | None, retrain: dict[str, Any] | None) -> list[str]:
+    """The issue's goals against the measured figures (reported, never asserted)."""
+    rows = []
+
+    def verdict(ok: bool | None) -> str:
+        return "—" if ok is None else ("met" if ok else "**missed**")
+
+    for s, t in ((stream or {}).get("results", {}).get("targets") or {}).items():
+        r = t.get("e2e_over_limit")
+        rows.append((f"end to end ≥ 0.8 × min(model only, decode only), {s}",
+                     f"{_fmt(t.get('e2e_best'))} / {_fmt(t.get('limit'))} = {_fmt(r, '.2f')}",
+                     verdict(None if r is None else r >= 0.8)))
+        for key, label, goal in (("over_spark_udf", "≥ 1.2 × Spark predict_batch_udf", 1.2),
+                                 ("over_ray_actors", "ahead of Ray actors", 1.0),
+                                 ("over_noframe", "ahead of no framework", 1.0)):
+            if key in t:
+                v = t[key]
+                rows.append((f"{label}, {s}", f"{_fmt(v, '.2f')} ×",
+                             verdict(None if v is None else v >= goal)))
+        if "p99_at_50pct_s" in t:
+            v = t["p99_at_50pct_s"]
+            rows.append((f"p99 ≤ 1 s at 50 % load, {s}", f"{_fmt(v, '.2f')} s",
+                         verdict(None if v is None else v <= 1.0)))
+    if retrain:
+        runs = {r["name"]: r for r in retrain["results"]["runs"]}
+        n2 = runs.get("mpirun -n 2 (torch)")
+        td = next((r for n, r in runs.items() if n.startswith("TorchDistributor")), None)
+        if n2 and td:
+            ok = retrain["results"].get("target_n2_sooner_than_distributor")
+            rows.append((f"`mpirun -n 2` reaches {retrain['params']['target']} sooner than "
+                         "TorchDistributor with 2 processes",
+                         f"{_fmt(n2['time_to_target_s'], '.1f')} s vs "
+                         f"{_fmt(td['time_to_target_s'], '.1f')} s", verdict(ok)))
+    if not rows:
+        return []
+    return (["Goals (from the issue; reported, not asserted):", "", "| goal | measured | |",
+             "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""])
+
+
 def section(stream: tuple[dict[str, Any] | None, str],
             retrain: tuple[dict[str, Any] | None, str]) -> str:
     lines = ["## Performance", "",
@@ -167,6 +206,7 @@ def section(stream: tuple[dict[str, Any] | None, str],
         lines += stream_tables(*stream)  # type: ignore[arg-type]
     if retrain[0]:
         lines += retrain_table(*retrain)  # type: ignore[arg-type]
+    lines += targets_table(stream[0], retrain[0])
     if stream[0] and not stream[0]["machine"]["gpu"].get("available"):
         lines += ["GPU: " + stream[0]["machine"]["gpu"].get("grid", "pending") + ".", ""]
     if ANALYSIS.exists():
