@@ -37,6 +37,7 @@ from mpi_workers.endpoints import EndpointSet
 from mpi_workers.protocol import Message, Op, ProtocolError, decode, encode
 
 log = logging.getLogger(__name__)
+_RECONNECT_PROBE_S = 0.02  # how soon a rank whose connection was not up yet is tried again
 
 
 @settings_section("client")
@@ -89,7 +90,12 @@ class _Rank:
     sock: zmq.Socket
     endpoint: str
     inflight: set[str] = field(default_factory=set)
-    suspect: bool = False
+    # Not chosen before this monotonic time: briefly after its connection was not up yet, for a
+    # request timeout after it let a request pass its deadline. Any reply clears it.
+    avoid_until: float = 0.0
+
+    def avoided(self, now: float) -> bool:
+        return self.avoid_until > now
 
 
 class RankClient:
@@ -187,8 +193,12 @@ class RankClient:
         self._send_queued()
         timeout_ms = 0
         if wait:
-            next_deadline = min((r.deadline for r in self._open.values()), default=time.time() + 1)
-            timeout_ms = int(max(0.0, min(1.0, next_deadline - time.time())) * 1000) + 1
+            wake = min((r.deadline for r in self._open.values()), default=time.time() + 1)
+            if self._queue:  # queued work waits for a credit or for an avoided rank's turn
+                now = time.monotonic()
+                wake = min([wake] + [time.time() + r.avoid_until - now for r in self._ranks
+                                     if r.avoided(now)])
+            timeout_ms = int(max(0.0, min(1.0, wake - time.time())) * 1000) + 1
         for sock, _ in self._poller.poll(timeout_ms):
             self._drain(sock)
         self._expire()
@@ -197,8 +207,9 @@ class RankClient:
 
     def _send_queued(self) -> None:
         while self._queue:
+            now = time.monotonic()
             live = [i for i, r in enumerate(self._ranks)
-                    if not r.suspect and len(r.inflight) < self.settings.credits_per_rank]
+                    if not r.avoided(now) and len(r.inflight) < self.settings.credits_per_rank]
             if not live:
                 return
             req = self._queue[0]
@@ -213,8 +224,8 @@ class RankClient:
                           time.time() + self.settings.request_timeout_s)
             try:
                 self._ranks[rank].sock.send_multipart(encode(msg), zmq.NOBLOCK, copy=False)
-            except zmq.Again:  # not connected (yet): treat the rank as silent
-                self._ranks[rank].suspect = True
+            except zmq.Again:  # not connected (yet): try the others, this one again shortly
+                self._ranks[rank].avoid_until = now + _RECONNECT_PROBE_S
                 continue
             self._queue.pop(0)
             req.rank, req.deadline, req.attempts = rank, msg.deadline, req.attempts + 1
@@ -228,7 +239,7 @@ class RankClient:
             except zmq.Again:
                 return
             rank = next(i for i, r in enumerate(self._ranks) if r.sock is sock)
-            self._ranks[rank].suspect = False
+            self._ranks[rank].avoid_until = 0.0
             self._outage_since = None
             try:
                 msg = decode(frames, max_bytes=self.settings.max_reply_bytes)
@@ -255,7 +266,7 @@ class RankClient:
             del self._open[rid]
             silent = self._ranks[req.rank]
             silent.inflight.discard(rid)
-            silent.suspect = True
+            silent.avoid_until = time.monotonic() + self.settings.request_timeout_s
             self.resent += 1
             log.warning("request %s to %s passed its %.1fs deadline; re-sending (attempt %d)",
                         rid, silent.endpoint, self.settings.request_timeout_s, req.attempts + 1)
@@ -280,10 +291,10 @@ class RankClient:
             self._outage_since = now
         if self._follow_generation(every_s=0.2):
             return
-        if all(r.suspect for r in self._ranks):
+        if all(r.avoided(now) for r in self._ranks):
             # Give silent ranks another chance now and then (they may only have been slow).
             for r in self._ranks:
-                r.suspect = False
+                r.avoid_until = 0.0
         if now - self._outage_since > self.settings.outage_timeout_s:
             hint = ("" if self._keys else "if the ranks bind a network address they require "
                     "CURVE: set FRAMESTREAM_CLIENT_CURVE_SECRET and _CURVE_SERVER_KEY")

@@ -90,9 +90,14 @@ def test_scores_equal_the_model_run_locally_and_load_spreads(two_ranks) -> None:
 
 def test_light_load_still_spreads_over_the_ranks(two_ranks) -> None:
     client = RankClient(endpoint_set(1, *two_ranks), ClientSettings(chunk_frames=10))
+    deadline = time.monotonic() + 30  # until both connections are up, every rank has answered
+    while not all(r.server.frames_served for r in two_ranks):
+        assert time.monotonic() < deadline, "a rank never answered"
+        client.infer(frames(10), VERSION)
+    before = [r.server.frames_served for r in two_ranks]
     for i in range(6):  # one request at a time: every rank is idle at each choice
         client.infer(frames(10, seed=i), VERSION)
-    assert [r.server.frames_served for r in two_ranks] == [30, 30]
+    assert [r.server.frames_served - b for r, b in zip(two_ranks, before)] == [30, 30]
     client.close()
 
 
