@@ -47,13 +47,7 @@ def connect(settings: RaySettings | None = None, **init_kwargs: Any) -> dict[str
         gcs = ray.get_runtime_context().gcs_address
         return {"address": gcs, "gcs_address": gcs, "dashboard_url": ""}
     if s.address == "local":  # "local", not None: never join a `ray start` cluster by accident
-        try:
-            ctx = ray.init(address="local", num_cpus=s.num_cpus,
-                           num_gpus=None if s.num_gpus < 0 else s.num_gpus,
-                           include_dashboard=s.dashboard, log_to_driver=False, **init_kwargs)
-        except Exception as exc:  # ray.init raises bare Exceptions (e.g. dashboard packages)
-            raise ServiceError(f"could not start a local Ray instance: {exc} (check "
-                               f"FRAMESTREAM_RAY_NUM_CPUS / NUM_GPUS / DASHBOARD)") from exc
+        ctx = _start_local(s, init_kwargs)
     else:
         enable_token_auth_if_available()
         try:
@@ -68,6 +62,31 @@ def connect(settings: RaySettings | None = None, **init_kwargs: Any) -> dict[str
     info.setdefault("gcs_address", s.address)
     log.info("connected to Ray at %s", info.get("gcs_address"))
     return info
+
+
+def _start_local(s: RaySettings, init_kwargs: dict[str, Any], attempts: int = 2) -> Any:
+    """Start a private Ray instance, once more if its node timed out during start-up.
+
+    Ray's raylet gives its agents a fixed 15 s to write their port files and exits when they are
+    late (ray-project/ray#65983): on a cold, loaded machine (a JVM and a broker starting beside
+    it on 2 cores) the first start can miss that; the second finds the files in the page cache.
+    """
+    import ray
+
+    attempt = 1
+    while True:
+        try:
+            return ray.init(address="local", num_cpus=s.num_cpus,
+                            num_gpus=None if s.num_gpus < 0 else s.num_gpus,
+                            include_dashboard=s.dashboard, log_to_driver=False, **init_kwargs)
+        except Exception as exc:  # ray.init raises bare Exceptions (e.g. dashboard packages)
+            ray.shutdown()
+            if attempt < attempts and "timed out during startup" in str(exc):
+                log.warning("local Ray did not start (%s); starting it again", exc)
+                attempt += 1
+                continue
+            raise ServiceError(f"could not start a local Ray instance: {exc} (check "
+                               f"FRAMESTREAM_RAY_NUM_CPUS / NUM_GPUS / DASHBOARD)") from exc
 
 
 def token_available(environ: dict[str, str] | None = None) -> bool:
