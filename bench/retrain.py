@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import subprocess
 import sys
 import time
@@ -52,9 +53,10 @@ def _last_json(text: str) -> dict[str, Any]:
 def run_mpi_job(name: str, ranks: int, backend: str, common: list[str], work: Path) -> dict[str, Any]:
     from models.train_loop import checkpoint_from_bytes
 
-    ckpt = work / f"ckpt-{name}"
+    slug = f"n{ranks}-{backend}"  # folder names without the display name's spaces
+    ckpt = work / f"ckpt-{slug}"
     args = ["--backend", backend, "--no-progress", "--no-promote", "--registry",
-            str(work / f"registry-{name}"), "--checkpoint-dir", str(ckpt), *common]
+            str(work / f"registry-{slug}"), "--checkpoint-dir", str(ckpt), *common]
     cmd = mpirun_cmd(ranks, "jobs.retrain", args, oversubscribe=True)
     t0 = time.perf_counter()
     out = subprocess.run(cmd, env=mpi_env(), capture_output=True, text=True, timeout=3600, cwd=REPO)
@@ -63,7 +65,8 @@ def run_mpi_job(name: str, ranks: int, backend: str, common: list[str], work: Pa
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     res = _last_json(out.stdout)
     history = checkpoint_from_bytes((ckpt / "last.pt").read_bytes())["history"]
-    return {"name": name, "command": f"mpirun -n {ranks} python jobs/retrain.py " + " ".join(args),
+    return {"name": name, "command": shlex.join(["mpirun", "-n", str(ranks), "python",
+                                                 "jobs/retrain.py", *args]),
             **{k: res.get(k) for k in ("backend", "world_size", "threads_per_rank", "epochs",
                                        "holdout_accuracy", "train_s", "time_to_target_s")},
             "wall_s": round(wall, 2), "history": history}
@@ -82,8 +85,8 @@ def run_distributor(common: dict[str, Any], work: Path) -> dict[str, Any]:
     if out.returncode != 0:
         raise RuntimeError(f"TorchDistributor run failed ({out.returncode}):\n{out.stderr[-3000:]}")
     res = json.loads(out_file.read_text())
-    return {"name": "TorchDistributor -n 2", "command": "python -m bench.peers.torch_distributor "
-            + " ".join(args[:-2]), **{k: v for k, v in res.items() if k != "wall_s"},
+    return {"name": "TorchDistributor -n 2", "command": shlex.join(
+                ["python", "-m", "bench.peers.torch_distributor", *args[:-2]]), **{k: v for k, v in res.items() if k != "wall_s"},
             "wall_s": round(wall, 2)}
 
 

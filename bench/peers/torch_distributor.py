@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 
-def train_fn(cfg: dict[str, Any]) -> dict[str, Any] | None:
+def train_fn(cfg: dict[str, Any]) -> dict[str, Any]:
     """Runs in each process torchrun starts (TorchDistributor sets the rendezvous variables)."""
     import numpy as np
     import torch
@@ -67,7 +67,9 @@ def train_fn(cfg: dict[str, Any]) -> dict[str, Any] | None:
                         "train_loss": float(totals[2] / totals[3]),
                         "elapsed_s": time.perf_counter() - started})
     dist.destroy_process_group()
-    return {"history": history, "world_size": size} if rank == 0 else None
+    # Every process returns it: TorchDistributor's local mode keeps whichever process wrote its
+    # output file last, and the history is the same on all (reduced above).
+    return {"history": history, "world_size": size}
 
 
 def main(argv: list[str] | None = None) -> int:
