@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -193,12 +194,14 @@ class RankClient:
         self._send_queued()
         timeout_ms = 0
         if wait:
-            wake = min((r.deadline for r in self._open.values()), default=time.time() + 1)
-            if self._queue:  # queued work waits for a credit or for an avoided rank's turn
+            # until the next deadline (wall clock: ranks see it too), at most 1 s; queued work
+            # also wakes when an avoided rank may be tried again (monotonic clock)
+            wait_s = min((r.deadline for r in self._open.values()), default=math.inf) - time.time()
+            if self._queue:
                 now = time.monotonic()
-                wake = min([wake] + [time.time() + r.avoid_until - now for r in self._ranks
-                                     if r.avoided(now)])
-            timeout_ms = int(max(0.0, min(1.0, wake - time.time())) * 1000) + 1
+                wait_s = min([wait_s] + [r.avoid_until - now for r in self._ranks
+                                         if r.avoided(now)])
+            timeout_ms = int(max(0.0, min(1.0, wait_s)) * 1000) + 1
         for sock, _ in self._poller.poll(timeout_ms):
             self._drain(sock)
         self._expire()
