@@ -17,6 +17,12 @@ PEER_NAMES = {"framestream": "framestream\n(Spark→ZeroMQ→MPI)",
               "noframe": "no framework\n(1 process)"}
 
 
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def grid_plot(set_name: str, grid: dict[str, Any], ceilings: dict[str, Any] | None,
               path: Path, title: str = "") -> None:
     cells = grid["cells"]
@@ -36,9 +42,7 @@ def grid_plot(set_name: str, grid: dict[str, Any], ceilings: dict[str, Any] | No
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def compare_plot(set_name: str, peers: dict[str, Any], ceilings: dict[str, Any] | None,
@@ -62,9 +66,7 @@ def compare_plot(set_name: str, peers: dict[str, Any], ceilings: dict[str, Any] 
     if ceilings and max(values) > 4 * max(values[:len(names)] or [1]):
         ax.set_yscale("log")
     ax.set_title(f"same frames, model and cores: {set_name}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def latency_plot(latency: dict[str, Any], path: Path) -> None:
@@ -79,9 +81,7 @@ def latency_plot(latency: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("capture → prediction on Kafka (s)")
     ax.set_title("framestream latency under load")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def breakdown_plot(bd: dict[str, Any], path: Path) -> None:
@@ -98,9 +98,7 @@ def breakdown_plot(bd: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("core-seconds per 1,000 frames")
     ax.set_title("where the time goes (one end-to-end burst)")
     ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def stream_plots(run: Any) -> None:
@@ -134,6 +132,4 @@ def retrain_plot(rows: list[dict[str, Any]], path: Path, target: float) -> None:
     ax.set_title("retraining: time to accuracy (same net, optimizer, batch)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
