@@ -38,7 +38,7 @@ QUICK = {"ranks": "1,2,4", "batches": "1,20,256", "imagenet_ranks": "1,2",
 FULL = {"ranks": "1,2,4", "batches": "1,5,10,20,64,256", "imagenet_ranks": "1,2,4",
         "imagenet_batches": "1,5,10,20,64,256", "frames": {"fashion": 30000, "imagenet": 400},
         "warmup_frames": {"fashion": 2000, "imagenet": 32}, "repeats": 3, "peer_repeats": 3,
-        "peer_sets": "fashion,imagenet", "latency_s": 60.0, "ceiling_s": 5.0}
+        "peer_sets": "fashion,imagenet", "latency_s": 60.0, "ceiling_s": 5.0, "burst_s": 15.0}
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:

@@ -76,3 +76,13 @@ def test_replace_section_replaces_only_the_performance_section() -> None:
     assert replace_section("# t\n", "## Performance\nx\n") == "# t\n\n## Performance\nx\n"
     last = replace_section("# t\n## Performance\nold\n", "## Performance\nnew\n")
     assert last == "# t\n## Performance\nnew\n\n"
+
+
+@pytest.mark.parametrize("argv", [[], ["--quick"], ["--batches", "1,5", "--frames", "100"]])
+def test_both_profiles_parse_into_every_parameter_the_phases_read(argv: list[str]) -> None:
+    from bench.stream import parse
+
+    _, params = parse(argv)
+    assert params["burst_s"] > 0 and params["latency_s"] > 0 and params["repeats"] >= 1
+    assert set(params["frames"]) == set(params["warmup_frames"]) == {"fashion", "imagenet"}
+    assert all(params["grid"][s]["ranks"] and params["grid"][s]["batches"] for s in params["sets"])
