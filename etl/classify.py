@@ -3,12 +3,15 @@
 ``df.mapInArrow(partial(classify_partition, ctx=ctx), OUT_DDL)``: each Arrow batch of Kafka
 records is decoded and resized in slices of ``chunk_frames`` rows; each slice goes to the ranks as
 soon as it is decoded (so decoding overlaps inference, and the credit window paces decoding);
-then predictions and dead letters come back as one Arrow batch.
+the next Arrow batch goes to the ranks before this one's predictions and dead letters are
+collected and yielded as one Arrow batch (so the ranks do not idle at Arrow batch seams).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +63,12 @@ def warm_partition(batches: Iterator[pa.RecordBatch], endpoints_json: str, endpo
 
 def classify_partition(batches: Iterator[pa.RecordBatch], ctx: BatchContext,
                        counts: tuple[Any, Any] | None = None) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body; ``counts`` are Spark accumulators (predictions, dead letters)."""
+    """mapInArrow body; ``counts`` are Spark accumulators (predictions, dead letters).
+
+    Arrow batches are pipelined: batch k+1 is decoded and handed to the ranks before the rows of
+    batch k are collected and yielded, so the ranks stay busy while this worker waits for Spark's
+    next batch or for batch k's last replies (``batches_ahead`` of the client settings; 0 collects
+    each batch before reading the next)."""
     from etl.decode import FrameLimits
     from framestream import frames
     from models.spec import PreprocessSpec
@@ -68,47 +76,85 @@ def classify_partition(batches: Iterator[pa.RecordBatch], ctx: BatchContext,
     spec = PreprocessSpec.from_dict(ctx.spec)
     limits = FrameLimits(**ctx.limits)
     client = cached_client(ctx.endpoints_json, ctx.endpoints_file, ClientSettings(**ctx.client))
+    client.discard()  # what a failed task left in this worker is not this task's to collect
+    held: deque[Submitted] = deque()
     for batch in batches:
         if batch.num_rows:
-            out = classify_batch(batch, ctx, spec, limits, client, frames)
-            if counts is not None:
-                dead = out.column("kind").to_numpy(zero_copy_only=False) == DEAD_LETTER
-                counts[0].add(int(out.num_rows - dead.sum()))
-                counts[1].add(int(dead.sum()))
-            yield out
+            held.append(submit_batch(next(_SEQ), batch, ctx, spec, limits, client))
+        while len(held) > client.settings.batches_ahead:
+            yield _finished(held.popleft(), ctx, spec, client, frames, counts)
+    while held:
+        yield _finished(held.popleft(), ctx, spec, client, frames, counts)
 
 
-def classify_batch(batch: pa.RecordBatch, ctx: BatchContext, spec: Any, limits: Any,
-                   client: RankClient, frames: Any) -> pa.RecordBatch:
+_SEQ = itertools.count()  # request tags are unique within the (reused) Python worker
+
+
+@dataclass
+class Submitted:
+    """An Arrow batch whose decoded frames are with the ranks."""
+
+    batch: pa.RecordBatch
+    tags: list[tuple[int, int]]     # one request per decoded slice: (batch seq, slice start)
+    ok_rows: list[np.ndarray]       # the batch rows each request carries
+    bad_rows: list[np.ndarray]
+    reasons: list[str]
+    details: list[str]
+
+
+def submit_batch(seq: int, batch: pa.RecordBatch, ctx: BatchContext, spec: Any, limits: Any,
+                 client: RankClient) -> Submitted:
+    """Decode ``batch`` in slices of ``chunk_frames`` rows, each sent as soon as it is decoded
+    (decode of slice k+1 overlaps the forward of slice k; the credit window paces decoding)."""
     from etl.decode import decode_batch
 
     chunk = client.settings.chunk_frames
     values = batch.column("value")
-    ok_rows, bad_rows, reasons, details = [], [], [], []
+    sub = Submitted(batch, [], [], [], [], [])
     for start in range(0, batch.num_rows, chunk):
         decoded = decode_batch(values.slice(start, chunk), spec, limits)
         if len(decoded.ok_index):
-            client.submit(start, decoded.images, ctx.model_version)
-            ok_rows.append((start, decoded.ok_index + start))
-        bad_rows.append(decoded.bad_index + start)
-        reasons += decoded.reasons
-        details += decoded.details
-    answers = client.gather()
-    rows = np.concatenate([r for _, r in ok_rows]) if ok_rows else np.zeros(0, np.int64)
-    if ok_rows:
-        scores = np.concatenate([answers[start].scores for start, _ in ok_rows])
-        ranks = np.concatenate([np.full(len(r), answers[start].rank) for start, r in ok_rows])
-        used = {answers[start].version for start, _ in ok_rows}
+            client.submit((seq, start), decoded.images, ctx.model_version)
+            sub.tags.append((seq, start))
+            sub.ok_rows.append(decoded.ok_index + start)
+        sub.bad_rows.append(decoded.bad_index + start)
+        sub.reasons += decoded.reasons
+        sub.details += decoded.details
+    return sub
+
+
+def _finished(sub: Submitted, ctx: BatchContext, spec: Any, client: RankClient, frames: Any,
+              counts: tuple[Any, Any] | None) -> pa.RecordBatch:
+    out = collect_batch(sub, ctx, spec, client, frames)
+    if counts is not None:
+        dead = out.column("kind").to_numpy(zero_copy_only=False) == DEAD_LETTER
+        counts[0].add(int(out.num_rows - dead.sum()))
+        counts[1].add(int(dead.sum()))
+    return out
+
+
+def collect_batch(sub: Submitted, ctx: BatchContext, spec: Any, client: RankClient,
+                  frames: Any) -> pa.RecordBatch:
+    """Wait for ``sub``'s answers; its predictions and dead letters as one Arrow batch."""
+    answers = client.gather(sub.tags)
+    if sub.tags:
+        got = [answers[t] for t in sub.tags]
+        rows = np.concatenate(sub.ok_rows)
+        scores = np.concatenate([a.scores for a in got])
+        ranks = np.concatenate([np.full(len(r), a.rank) for a, r in zip(got, sub.ok_rows)])
+        used = {a.version for a in got}
         if used != {ctx.model_version}:
             raise RuntimeError(f"batch {ctx.batch_id} pinned model {ctx.model_version} but ranks "
                                f"answered with {sorted(used)}")
     else:
+        rows = np.zeros(0, np.int64)
         scores = np.zeros((0, max(1, len(spec.class_names))), np.float32)
         ranks = np.zeros(0, np.int64)
+    batch = sub.batch
     out = [predictions(rows, scores, ranks, ctx.model_version, ctx.batch_id, batch,
                        spec.class_names, ctx.topk, ctx.predictions_topic, frames.FRAME_ID_HEADER,
                        frames.CAPTURE_TS_HEADER, frames.LABEL_HEADER)]
-    bad = np.concatenate(bad_rows) if bad_rows else np.zeros(0, np.int64)
+    bad = np.concatenate(sub.bad_rows) if sub.bad_rows else np.zeros(0, np.int64)
     if len(bad):
-        out.append(dead_letters(bad, reasons, details, batch, ctx.dlq_topic))
+        out.append(dead_letters(bad, sub.reasons, sub.details, batch, ctx.dlq_topic))
     return pa.concat_batches(out) if len(out) > 1 else out[0]

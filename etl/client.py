@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -46,6 +46,8 @@ _RECONNECT_PROBE_S = 0.02  # how soon a rank whose connection was not up yet is 
 class ClientSettings:
     chunk_frames: int = field(default=256, metadata=check(lambda v: 1 <= v <= 65536, "1..65536"))
     credits_per_rank: int = field(default=2, metadata=check(lambda v: 1 <= v <= 64, "1..64"))
+    # Arrow batches an executor hands to the ranks before it collects the oldest (etl/classify.py)
+    batches_ahead: int = field(default=1, metadata=check(lambda v: 0 <= v <= 8, "0..8"))
     request_timeout_s: float = field(default=30.0, metadata=check(lambda v: v > 0, "> 0"))
     outage_timeout_s: float = field(default=120.0, metadata=check(lambda v: v > 0, "> 0"))
     curve_secret: str = ""       # this client's CURVE secret certificate (with curve_server_key)
@@ -166,15 +168,32 @@ class RankClient:
         while len(self._queue) > 1:
             self._pump(wait=True)
 
+    def discard(self) -> None:
+        """Forget every request, queued, in flight or answered (their late replies are dropped)."""
+        for r in self._ranks:
+            r.inflight.clear()
+        self._queue.clear()
+        self._open.clear()
+        self._done.clear()
+
     def pending(self) -> int:
         return len(self._queue) + len(self._open)
 
-    def gather(self) -> dict[Any, Answer]:
-        """Wait for every submitted request; returns tag -> Answer."""
-        while self.pending():
+    def gather(self, tags: Collection[Any] | None = None) -> dict[Any, Answer]:
+        """Wait for the requests submitted with ``tags`` (every request when None); returns
+        tag -> Answer for those. Later requests stay in flight, so the caller can hand the ranks
+        the next batch before it collects this one."""
+        if tags is None:
+            while self.pending():
+                self._pump(wait=True)
+            done, self._done = self._done, {}
+            return done
+        while any(t not in self._done for t in tags):
+            if not self.pending():
+                raise KeyError(f"no request was submitted with tag(s) "
+                               f"{[t for t in tags if t not in self._done]}")
             self._pump(wait=True)
-        done, self._done = self._done, {}
-        return done
+        return {t: self._done.pop(t) for t in tags}
 
     def infer(self, images: np.ndarray, version: str | None) -> tuple[np.ndarray, str]:
         """Classify any number of frames (split into chunks); returns (scores, version)."""

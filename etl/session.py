@@ -28,6 +28,9 @@ class SparkSettings:
     driver_memory: str = "1g"
     ui: bool = True
     bind_address: str = "127.0.0.1"
+    # Rows per Arrow batch handed to the executors' Python: small enough that Kafka reads, decode
+    # and the sink overlap (etl/classify.py pipelines batches), large enough to amortise the hop.
+    arrow_batch_rows: int = field(default=1024, metadata=check(lambda v: v >= 1, ">= 1"))
     log_level: str = field(default="WARN", metadata=check(
         lambda v: v in ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"), "a log4j level"))
 
@@ -70,6 +73,9 @@ def spark_session(settings: SparkSettings | None = None, **conf: str) -> "SparkS
                .config("spark.driver.bindAddress", s.bind_address)
                .config("spark.driver.host", s.bind_address)
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .config("spark.sql.execution.arrow.maxRecordsPerBatch",  # spark-submit's wins
+                       submitted.get("spark.sql.execution.arrow.maxRecordsPerBatch",
+                                     str(s.arrow_batch_rows)))
                .config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"]))
     for key, value in conf.items():
         builder = builder.config(key, value)
