@@ -4,9 +4,10 @@
     python -m bench.report --stream FILE --retrain FILE --print
 
 Replaces the ``## Performance`` section of README.md (from its heading to the next ``## ``
-heading) or appends one; tables come from the JSON, the plots are the PNGs the runs wrote, and
-``bench/analysis.md`` (hand-written reading of the numbers: targets met or missed, why, next
-change) is included after the tables.
+heading) or appends one; tables come from the JSON, the plots are the PNGs the runs wrote.
+The README's hand-written reading of the numbers (targets missed, why, next change) is the
+section after it and is left alone; ``bench/analysis.md``, if present, is included after the
+tables.
 """
 
 from __future__ import annotations
@@ -192,8 +193,8 @@ def section(stream: tuple[dict[str, Any] | None, str],
     lines = ["## Performance", "",
              "Measured side by side on the same frames, model weights (seed 0) and cores by "
              "`bench/` (benchmarks measure, tests assert). Reproduce:", "", "```bash",
-             "make bench                          # the quick profiles below (~15 min on 2 cores)",
-             "python -m bench.stream --help       # full grids: python -m bench.stream",
+             "make bench                          # quick profiles (~15 min on 2 cores)",
+             "python -m bench.stream              # the full grids (72 min on 2 cores); --help",
              "python -m bench.retrain             # time to 0.92 on the full train split",
              "python -m bench.ceilings --help     # model-only / decode-only / transport-only alone",
              "python -m bench.report              # this section from the newest results", "```", "",
