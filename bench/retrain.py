@@ -85,9 +85,9 @@ def run_distributor(common: dict[str, Any], work: Path) -> dict[str, Any]:
     if out.returncode != 0:
         raise RuntimeError(f"TorchDistributor run failed ({out.returncode}):\n{out.stderr[-3000:]}")
     res = json.loads(out_file.read_text())
-    return {"name": "TorchDistributor -n 2", "command": shlex.join(
-                ["python", "-m", "bench.peers.torch_distributor", *args[:-2]]), **{k: v for k, v in res.items() if k != "wall_s"},
-            "wall_s": round(wall, 2)}
+    command = shlex.join(["python", "-m", "bench.peers.torch_distributor", *args[:-2]])
+    return {"name": "TorchDistributor -n 2", "command": command,
+            **{k: v for k, v in res.items() if k != "wall_s"}, "wall_s": round(wall, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:

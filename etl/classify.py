@@ -9,7 +9,6 @@ collected and yielded as one Arrow batch (so the ranks do not idle at Arrow batc
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import deque
 from collections.abc import Iterator
@@ -76,18 +75,14 @@ def classify_partition(batches: Iterator[pa.RecordBatch], ctx: BatchContext,
     spec = PreprocessSpec.from_dict(ctx.spec)
     limits = FrameLimits(**ctx.limits)
     client = cached_client(ctx.endpoints_json, ctx.endpoints_file, ClientSettings(**ctx.client))
-    client.discard()  # what a failed task left in this worker is not this task's to collect
     held: deque[Submitted] = deque()
-    for batch in batches:
+    for seq, batch in enumerate(batches):  # a failed task ends its Python worker: no leftovers
         if batch.num_rows:
-            held.append(submit_batch(next(_SEQ), batch, ctx, spec, limits, client))
+            held.append(submit_batch(seq, batch, ctx, spec, limits, client))
         while len(held) > client.settings.batches_ahead:
             yield _finished(held.popleft(), ctx, spec, client, frames, counts)
     while held:
         yield _finished(held.popleft(), ctx, spec, client, frames, counts)
-
-
-_SEQ = itertools.count()  # request tags are unique within the (reused) Python worker
 
 
 @dataclass

@@ -168,14 +168,6 @@ class RankClient:
         while len(self._queue) > 1:
             self._pump(wait=True)
 
-    def discard(self) -> None:
-        """Forget every request, queued, in flight or answered (their late replies are dropped)."""
-        for r in self._ranks:
-            r.inflight.clear()
-        self._queue.clear()
-        self._open.clear()
-        self._done.clear()
-
     def pending(self) -> int:
         return len(self._queue) + len(self._open)
 
@@ -186,12 +178,10 @@ class RankClient:
         if tags is None:
             while self.pending():
                 self._pump(wait=True)
-            done, self._done = self._done, {}
-            return done
-        while any(t not in self._done for t in tags):
+            tags = list(self._done)
+        while missing := [t for t in tags if t not in self._done]:
             if not self.pending():
-                raise KeyError(f"no request was submitted with tag(s) "
-                               f"{[t for t in tags if t not in self._done]}")
+                raise KeyError(f"no request was submitted with tag(s) {missing}")
             self._pump(wait=True)
         return {t: self._done.pop(t) for t in tags}
 
