@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from etl.records import DLQ_SHA256, DLQ_SIZE, DLQ_TRUNCATED
 from framestream import results
 from framestream.config import KafkaSettings
 from framestream.frames import Frame
 from framestream.producer import fashion_frames, make_producer, publish_frames
-from framestream.topics import TopicsNotReady, check_output_topics
 from launcher.gang import ServingGang
 from stack.kafka_admin import admin_client, delete_topics, ensure_topics
 from tests.stream.helpers import run_stream, start_stream
 
 pytestmark = [pytest.mark.kafka]
 VERSION = "random-fashion_cnn"
+# etl.records' header names, spelled out so this file also runs against the code before the fix
+DLQ_SIZE, DLQ_SHA256, DLQ_TRUNCATED = "fs-dlq-value-size", "fs-dlq-value-sha256", "fs-dlq-truncated"
 TEN_MIB = 10 * 1024 * 1024
 MAX_BYTES = 2 * 1024 * 1024   # the stream's FRAMESTREAM_LIMITS_MAX_BYTES in the first test
 
@@ -146,6 +146,8 @@ def test_a_missing_dlq_topic_stops_the_job_at_start_with_the_fix(
 
 def test_output_topics_too_small_or_missing_are_refused_with_the_command(
         kafka_bootstrap: str, new_topic) -> None:
+    from framestream.topics import TopicsNotReady, check_output_topics
+
     small = f"dlq-small-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_bootstrap, [small], 1, configs={"max.message.bytes": str(1_048_588)})
     missing = f"preds-missing-{uuid.uuid4().hex[:8]}"
