@@ -38,6 +38,7 @@ class BatchContext:
     topk: int
     limits: dict[str, Any]
     client: dict[str, Any]
+    max_record_bytes: int = 1_048_576  # the sink's max.request.size: dead letters are cut to it
 
 
 def warm_partition(batches: Iterator[pa.RecordBatch], endpoints_json: str, endpoints_file: str,
@@ -151,5 +152,6 @@ def collect_batch(sub: Submitted, ctx: BatchContext, spec: Any, client: RankClie
                        frames.CAPTURE_TS_HEADER, frames.LABEL_HEADER)]
     bad = np.concatenate(sub.bad_rows) if sub.bad_rows else np.zeros(0, np.int64)
     if len(bad):
-        out.append(dead_letters(bad, sub.reasons, sub.details, batch, ctx.dlq_topic))
+        out.append(dead_letters(bad, sub.reasons, sub.details, batch, ctx.dlq_topic,
+                                ctx.max_record_bytes))
     return pa.concat_batches(out) if len(out) > 1 else out[0]

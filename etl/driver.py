@@ -20,6 +20,7 @@ from etl.stream import ClassifyBatches, StreamSettings, kafka_sink_options, star
 from framestream.config import KafkaSettings
 from framestream.errors import FramestreamError
 from framestream.paths import state_dir
+from framestream.topics import check_output_topics
 from models.spec import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,11 @@ class StreamJob:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
+        limits = self.limits or FrameLimits.load().__dict__
+        sink_options = kafka_sink_options(self.kafka, max_frame_bytes=limits["max_bytes"])
+        # before anything starts: a missing or too small output topic would fail every batch
+        check_output_topics(self.kafka, int(sink_options["kafka.max.request.size"]))
+
         gang = launcher = None
         if self.ranks:  # reserved as a gang on Ray (FRAMESTREAM_RAY_ADDRESS, FRAMESTREAM_LAUNCHER_*)
             from launcher.api import Launcher
@@ -85,10 +91,9 @@ class StreamJob:
         spark = spark_session()
         listener = ProgressLogger()
         spark.streams.addListener(listener)
-        limits = self.limits or FrameLimits.load().__dict__
         fn = ClassifyBatches(self.stream, self.kafka, self.client,
                              lambda v: spec_for(v, self.stream.registry), dict(limits),
-                             kafka_sink_options(self.kafka))
+                             sink_options)
         warm_up(spark, self.stream.endpoints_file, self.client)
         query = start_query(spark, fn, self.available_now)
         if self.ready_file:

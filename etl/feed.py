@@ -3,8 +3,9 @@
 A batch query over a fixed offset range of the ``labels`` topic; executors decode and resize each
 frame with :mod:`etl.decode` (exactly as the stream does for inference), take the true label from
 the ``fs-label`` header, and send ``TRAIN`` batches over ZeroMQ to the training ranks with the
-same client, credits and re-sends as the stream. Frames that do not decode or carry no label are
-counted as rejected, not sent. When every partition is done the driver sends ``END`` to each rank.
+same client, credits and re-sends as the stream. Frames that do not decode, or whose label is
+missing, not an integer, negative or not below the number of classes, are counted as rejected,
+not sent. When every partition is done the driver sends ``END`` to each rank.
 """
 
 from __future__ import annotations
@@ -50,13 +51,17 @@ def feed_partition(batches: Iterator[pa.RecordBatch], ctx: FeedContext
     limits = FrameLimits(**ctx.limits)
     client = cached_client(ctx.endpoints_json, ctx.endpoints_file, ClientSettings(**ctx.client))
     chunk = client.settings.chunk_frames
+    classes = len(spec.class_names)  # 0: the spec does not say, any label >= 0 goes
     for batch in batches:
+        # -1 where missing, not a number or outside int64 (fs-label: 99999999999999999999)
         labels = header_numbers(batch.column("headers"), LABEL_HEADER, np.int64)
         fed = rejected = 0
         for start in range(0, batch.num_rows, chunk):
             decoded = decode_batch(batch.column("value").slice(start, chunk), spec, limits)
             y = labels[start:start + chunk][decoded.ok_index]
-            keep = y >= 0  # a frame without a true label cannot train anything
+            # a frame without a usable true label cannot train anything; one outside
+            # 0..classes-1 would make the rank refuse its whole chunk, on every retry
+            keep = (y >= 0) & (y < classes) if classes else y >= 0
             if keep.any():
                 client.submit(start, decoded.images[keep], None, labels=y[keep])
             fed += int(keep.sum())

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from etl.classify import BatchContext, classify_partition
 from etl.client import ClientSettings
 from etl.pins import VersionPins
-from etl.records import OUT_DDL
+from etl.limits import FrameLimits
+from etl.records import KAFKA_DEFAULT_REQUEST_BYTES, OUT_DDL
 from framestream.config import KafkaSettings
 from framestream.paths import state_dir
 from framestream.settings import check, settings_section
@@ -69,6 +70,9 @@ class ClassifyBatches:
         self.spec_of = spec_of            # version -> PreprocessSpec
         self.limits = limits
         self.kafka_options = kafka_options
+        # every dead letter is cut to fit what the sink's producer accepts
+        self.max_record_bytes = int(kafka_options.get("kafka.max.request.size",
+                                                      KAFKA_DEFAULT_REQUEST_BYTES))
         self.pins = VersionPins(Path(settings.checkpoint) / "framestream-pins")
         self.stats = BatchStats()
         self._last_good = ""                       # last serving version that passed its checksum
@@ -115,7 +119,8 @@ class ClassifyBatches:
                                          setting="FRAMESTREAM_STREAM_ENDPOINTS_TIMEOUT_S")
         ctx = BatchContext(batch_id, version, self.spec_of(version).to_dict(), current.to_json(),
                            self.s.endpoints_file, self.kafka.predictions_topic, self.kafka.dlq_topic,
-                           self.s.topk, self.limits, dataclasses.asdict(self.client))
+                           self.s.topk, self.limits, dataclasses.asdict(self.client),
+                           self.max_record_bytes)
         sc = df.sparkSession.sparkContext
         counts = (sc.accumulator(0), sc.accumulator(0))  # for the log; a retried task adds twice
         out = df.mapInArrow(partial(classify_partition, ctx=ctx, counts=counts), OUT_DDL)
@@ -132,12 +137,20 @@ class ClassifyBatches:
                  batch_id, n_pred, n_dlq, version, current.generation, time.monotonic() - started)
 
 
-def kafka_sink_options(kafka: KafkaSettings, extra: dict[str, str] | None = None) -> dict[str, str]:
+def kafka_sink_options(kafka: KafkaSettings, extra: dict[str, str] | None = None,
+                       max_frame_bytes: int | None = None) -> dict[str, str]:
     """Spark's Kafka sink: bootstrap and security (FRAMESTREAM_KAFKA_SECURITY_* ...), acks=all,
     idempotent. No compression: every Kafka client can read the predictions (kafka-python has
-    no lz4)."""
+    no lz4). ``max.request.size`` is :meth:`KafkaSettings.sink_request_bytes` of the largest
+    legal frame (``max_frame_bytes``, default FRAMESTREAM_LIMITS_MAX_BYTES), so a legal frame's
+    prediction or dead letter is never refused by the client (Kafka's default is 1 MiB)."""
+    if max_frame_bytes is None:
+        max_frame_bytes = FrameLimits.load().max_bytes
+    request = kafka.sink_request_bytes(max_frame_bytes)
     opts = {**kafka.spark_options(), "kafka.acks": "all", "kafka.enable.idempotence": "true",
-            "kafka.linger.ms": "5"}
+            "kafka.linger.ms": "5", "kafka.max.request.size": str(request),
+            # the producer refuses a record larger than its buffer too (default 32 MiB)
+            "kafka.buffer.memory": str(max(32 * 1024 * 1024, 2 * request))}
     opts.update(extra or {})
     return opts
 

@@ -18,6 +18,11 @@ def _hostport(value: str) -> bool:
     return all(host and port.isdigit() and 0 < int(port) < 65536 for host, _, port in parts)
 
 
+#: Room the sink's ``max.request.size`` keeps above the largest legal frame
+#: (FRAMESTREAM_LIMITS_MAX_BYTES): Kafka's record framing, the frame's key and headers as a dead
+#: letter copies them (16 KiB each at most) and the ``fs-dlq-*`` headers (about 1.2 KiB).
+SINK_HEADROOM_BYTES = 64 * 1024
+
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL_MODULES = {"PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
                  "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
@@ -37,6 +42,12 @@ class KafkaSettings:
     dlq_topic: str = "frames.dlq"
     labels_topic: str = "labels"
     request_timeout_s: float = field(default=30.0, metadata=check(lambda v: v > 0, "> 0"))
+    # The largest record the stream's sink writes (Kafka's max.request.size): 0 = the largest
+    # legal frame (FRAMESTREAM_LIMITS_MAX_BYTES) + SINK_HEADROOM_BYTES. Dead letters are cut to
+    # fit it; `predictions` and `frames.dlq` must allow it (max.message.bytes), checked at start.
+    max_request_bytes: int = field(default=0, metadata=check(
+        lambda v: v == 0 or v >= 2 * SINK_HEADROOM_BYTES,
+        f"0 (derived from FRAMESTREAM_LIMITS_MAX_BYTES) or >= {2 * SINK_HEADROOM_BYTES}"))
     # Security, passed to every Kafka client framestream makes: Spark's source and sink (Java
     # kafka-clients) and the producer (kafka-python). See security_options / java_options.
     security_protocol: str = field(default="PLAINTEXT", metadata=check(
@@ -108,11 +119,16 @@ class KafkaSettings:
                 opts["ssl.endpoint.identification.algorithm"] = ""
         return opts
 
+    def sink_request_bytes(self, max_frame_bytes: int) -> int:
+        """The sink producer's ``max.request.size``: FRAMESTREAM_KAFKA_MAX_REQUEST_BYTES, or the
+        largest legal frame plus :data:`SINK_HEADROOM_BYTES` (so no legal frame's dead letter is
+        ever cut, and none is ever refused by the client)."""
+        return self.max_request_bytes or max_frame_bytes + SINK_HEADROOM_BYTES
+
     def spark_options(self) -> dict[str, str]:
         """Options for ``spark.readStream/read/write.format("kafka")``: servers + security."""
         return {"kafka.bootstrap.servers": self.bootstrap,
                 **{f"kafka.{k}": v for k, v in self.java_options().items()}}
-
 
 
 @settings_section("broker")

@@ -91,6 +91,9 @@ def format_ts(ts: float) -> bytes:
     return f"{ts:.6f}".encode("ascii")
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _float(raw: bytes | None) -> float:
     try:
         return float(raw.decode("ascii")) if raw is not None else math.nan
@@ -99,10 +102,23 @@ def _float(raw: bytes | None) -> float:
 
 
 def _int(raw: bytes | None) -> int | None:
+    """An ASCII integer header, or None when missing, not an integer, or outside int64 (a
+    hostile ``fs-label: 99999999999999999999`` is no label, not an OverflowError)."""
     try:
-        return int(raw.decode("ascii")) if raw is not None else None
+        value = int(raw.decode("ascii")) if raw is not None else None
     except (ValueError, UnicodeDecodeError):
         return None
+    return value if value is None or INT64_MIN <= value <= INT64_MAX else None
+
+
+parse_int = _int  # public name, for the prediction's "label"
+
+
+def finite_float(raw: bytes | None) -> float | None:
+    """An ASCII float header as strict JSON can carry it: None when missing, not a number, or
+    not finite ("nan", "inf", "1e999")."""
+    value = _float(raw)
+    return value if math.isfinite(value) else None
 
 
 def encode_image(array: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:

@@ -48,19 +48,32 @@ def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
         return False
 
 
+def default_topic_configs() -> dict[str, str]:
+    """Configs of the topics framestream creates: records as large as the stream's sink writes
+    (FRAMESTREAM_LIMITS_MAX_BYTES + 64 KiB, see framestream.topics)."""
+    from etl.limits import FrameLimits
+    from framestream.config import KafkaSettings
+    from framestream.topics import topic_configs
+
+    return topic_configs(KafkaSettings.load().sink_request_bytes(FrameLimits.load().max_bytes))
+
+
 def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
-                  timeout: float = 30.0) -> list[str]:
+                  timeout: float = 30.0, configs: dict[str, str] | None = None) -> list[str]:
     """Create the topics that do not exist yet and wait until every partition has a leader.
 
     Returns the names that were created. Existing topics are left as they are (whatever their
-    partition count: changing it would reshuffle keys).
+    partition count: changing it would reshuffle keys). New ones get ``configs`` (default:
+    :func:`default_topic_configs`).
     """
     names = list(dict.fromkeys(names))
+    configs = default_topic_configs() if configs is None else configs
     with admin_client(bootstrap, timeout) as admin:
         existing = set(admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
-            spec = {n: {"num_partitions": partitions, "replication_factor": 1} for n in missing}
+            spec = {n: {"num_partitions": partitions, "replication_factor": 1, "configs": configs}
+                    for n in missing}
             try:
                 admin.create_topics(spec, timeout_ms=int(timeout * 1000))
             except TopicAlreadyExistsError:

@@ -12,7 +12,7 @@ from tests.chaos.harness import RESULTS
 from tests.chaos.test_fuzz import FIGURES
 
 ORDER = ("rank_kill", "all_ranks_kill", "rank_sigstop", "driver_kill", "python_worker_kill",
-         "broker_outage", "bad_checksum_promotion", "retrain_kill", "hostile_input")
+         "broker_outage", "bad_checksum_promotion", "retrain_kill", "hostile_input", "poison_pill")
 
 
 def _s(v: object) -> str:
@@ -45,9 +45,12 @@ def table(profile: str) -> list[str]:
                              f"{r.get('valid_kinds')} valid kinds classified; rank counted "
                              f"{_s(r.get('rank_counted_malformed'))} malformed messages and "
                              f"{_s(r.get('rank_counted_refused'))} refused connections; "
-                             f"slowest batch {_s(r.get('max_batch_s'))} s"}[fault]
-        recovery = None if fault == "hostile_input" else r["recovery_s"]
-        stall = None if fault == "hostile_input" else r["stall_s"]
+                             f"slowest batch {_s(r.get('max_batch_s'))} s",
+            "poison_pill": "dead letters of " + " and ".join(
+                f"{b:,}" for b in r.get("pill_bytes", [])) + " bytes written whole; the stream "
+                "never stopped"}[fault]
+        recovery = None if fault in ("hostile_input", "poison_pill") else r["recovery_s"]
+        stall = None if fault in ("hostile_input", "poison_pill") else r["stall_s"]
         out.append(f"| {r['what']} | {r['frames_in']} | {r['predictions']} | "
                    f"{r['dead_letters']} | {r['duplicates']} | {'yes' if r['conserved'] else 'NO'}"
                    f" | {_s(recovery)} | {_s(stall)} | {_s(r['baseline_latency_p50_s'])} | "

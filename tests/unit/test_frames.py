@@ -83,6 +83,17 @@ def test_header_numbers_parse_or_mark_missing() -> None:
     assert got[0] == 1767000000.5 and math.isnan(got[1])
 
 
+def test_hostile_label_headers_are_missing_not_an_overflow() -> None:
+    # issue 14 item 6: "99999999999999999999" raised OverflowError and failed the feed task
+    hostile = [b"99999999999999999999", b"-99999999999999999999", b"9223372036854775808",
+               b"1e3", b"abc", b"\xff", b"7", b"9223372036854775807"]
+    column = pa.array([[{"key": LABEL_HEADER, "value": v}] for v in hostile], HEADERS_TYPE)
+    labels = header_numbers(column, LABEL_HEADER, np.int64)
+    assert labels.tolist() == [-1, -1, -1, -1, -1, -1, 7, 2**63 - 1]
+    frame = Frame.from_record(b"k", b"v", [(LABEL_HEADER, b"99999999999999999999")])
+    assert frame.label is None
+
+
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp", "bmp"])
 @pytest.mark.parametrize("shape", [(28, 28), (28, 28, 1), (20, 30, 3), (20, 30, 4)])
 def test_encode_image_is_readable_and_lossless_formats_are_exact(fmt: str, shape) -> None:
