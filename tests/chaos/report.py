@@ -12,7 +12,7 @@ from tests.chaos.harness import RESULTS
 from tests.chaos.test_fuzz import FIGURES
 
 ORDER = ("rank_kill", "all_ranks_kill", "rank_sigstop", "driver_kill", "python_worker_kill",
-         "broker_outage", "bad_checksum_promotion", "retrain_kill", "hostile_input")
+         "broker_outage", "bad_checksum_promotion", "retrain_kill", "hostile_input", "hostile_peer")
 
 
 def _s(v: object) -> str:
@@ -45,7 +45,11 @@ def table(profile: str) -> list[str]:
                              f"{r.get('valid_kinds')} valid kinds classified; rank counted "
                              f"{_s(r.get('rank_counted_malformed'))} malformed messages and "
                              f"{_s(r.get('rank_counted_refused'))} refused connections; "
-                             f"slowest batch {_s(r.get('max_batch_s'))} s"}[fault]
+                             f"slowest batch {_s(r.get('max_batch_s'))} s",
+            "hostile_peer": f"{r.get('hostile_messages')} hostile messages in "
+                            f"{r.get('bursts')} bursts, every one answered; "
+                            f"{_s(r.get('rank_counted_forbidden'))} control ops refused "
+                            f"FORBIDDEN; {r.get('restarts')} relaunches"}[fault]
         recovery = None if fault == "hostile_input" else r["recovery_s"]
         stall = None if fault == "hostile_input" else r["stall_s"]
         out.append(f"| {r['what']} | {r['frames_in']} | {r['predictions']} | "
