@@ -3,8 +3,9 @@
 A rank drains every request waiting on its socket, then :func:`plan` groups them: expired ones
 (deadline passed: the client has already re-sent them elsewhere) are answered with an error and
 skipped. Deadlines are the rank's own: ``time.monotonic()`` when the request was taken off the
-socket plus the ``ttl`` it carried, and ``now`` is the same clock (never another host's time); the rest are grouped by the model version they ask for, in arrival order, into batches
-of at most ``max_batch`` frames. A request larger than ``max_batch`` is a batch of its own (the
+socket plus the ``ttl`` it carried, and ``now`` is the same clock (never another host's time).
+The rest are grouped by the model version they ask for, in arrival order, into batches of at most
+``max_batch`` frames. A request larger than ``max_batch`` is a batch of its own (the
 rank runs it in slices). No batch ever mixes model versions.
 """
 

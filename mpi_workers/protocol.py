@@ -155,8 +155,8 @@ def _check_spec(i: int, spec: Any) -> tuple[np.dtype, tuple[int, ...]]:
     # raises "array is too big"): bound the product with zeros counted as 1.
     span = math.prod(max(d, 1) for d in shape)
     if span > MAX_ELEMENTS:
-        raise ProtocolError("BAD_SHAPE", f"tensor {i}: shape {shape} spans {span} elements "
-                                         f"(zero dimensions counted as 1), more than {MAX_ELEMENTS}")
+        raise ProtocolError("BAD_SHAPE", f"tensor {i}: shape {shape} spans {span} elements (zero "
+                                         f"dimensions counted as 1), more than {MAX_ELEMENTS}")
     return np.dtype(dtype).newbyteorder("<"), tuple(shape)
 
 

@@ -171,7 +171,8 @@ class RankServer:
         try:
             model = self.models.get(msg.model)
         except Exception as exc:  # unknown version, checksum mismatch: the client must know
-            self._refuse(ident, msg.id, "INFER", "MODEL_UNAVAILABLE", f"{type(exc).__name__}: {exc}")
+            self._refuse(ident, msg.id, "INFER", "MODEL_UNAVAILABLE",
+                         f"{type(exc).__name__}: {exc}")
             return None
         if len(msg.tensors) != 1 or msg.tensors[0].dtype != np.uint8 \
                 or msg.tensors[0].ndim != 4 or msg.tensors[0].shape[1:] != model.spec.shape:

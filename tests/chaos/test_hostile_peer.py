@@ -3,9 +3,10 @@
 A local stranger (any process that can reach 127.0.0.1) sends every rank crafted tensor specs
 (zero and huge dimensions, every dtype, INFER and TRAIN, with empty buffers: the 100-byte message
 that used to MPI_Abort a gang), SHUTDOWN and END without the gang's control token or with a
-guessed one, and CANCELs for ids that are not its own. Every one must be answered ERROR (SHUTDOWN:
-FORBIDDEN; END, a training op: BAD_OP; a CANCEL: ACK with nothing cancelled), both ranks must keep answering, the stream must conserve
-every frame and nothing may be relaunched because of it.
+guessed one, and CANCELs for ids that are not its own. Every one must be answered ERROR
+(SHUTDOWN: FORBIDDEN; END, a training op: BAD_OP; a CANCEL: ACK with nothing cancelled), both
+ranks must keep answering, the stream must conserve every frame and nothing may be relaunched
+because of it.
 """
 
 from __future__ import annotations

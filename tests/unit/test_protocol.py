@@ -123,7 +123,8 @@ def test_zero_dims_within_bounds_still_decode() -> None:
     assert got.tensors[0].shape == (0, 28, 28, 1)
     span = [0, 2**16, 2**15]  # exactly MAX_ELEMENTS with the zero counted as 1
     assert 2**16 * 2**15 == MAX_ELEMENTS
-    assert decode([_header(tensors=[{"dtype": "float64", "shape": span}]), b""]).tensors[0].size == 0
+    got = decode([_header(tensors=[{"dtype": "float64", "shape": span}]), b""])
+    assert got.tensors[0].size == 0
 
 
 def test_ttl_round_trip_and_replies_carry_none() -> None:
@@ -160,7 +161,8 @@ def test_fuzz_structured_specs_decode_or_refuse(tensor_specs: list[dict], data) 
     buffers = []
     for spec in tensor_specs:
         want = 0
-        if spec["dtype"] in DTYPES and all(type(d) is int and 0 <= d < 2**16 for d in spec["shape"]):
+        if spec["dtype"] in DTYPES and all(type(d) is int and 0 <= d < 2**16
+                                           for d in spec["shape"]):
             n = 1
             for d in spec["shape"]:
                 n *= d
