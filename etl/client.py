@@ -3,11 +3,14 @@
 One DEALER socket per rank of the current endpoint generation. Requests are chunks of at most
 ``chunk_frames`` frames; each rank has at most ``credits_per_rank`` requests in flight (a slow rank
 slows the stream instead of growing memory) and new requests go to the rank with the fewest in
-flight. Every request carries a deadline; when it passes, the request is re-sent to another rank
-and the silent rank is avoided until it answers again. When no rank answers, the client re-reads
-the endpoint set and moves to a newer generation (the launcher relaunched the ranks); after
-``outage_timeout_s`` without one it gives up with :class:`RanksUnavailable`, which fails the Spark
-task so Spark retries it.
+flight. Every request has a deadline on this process's monotonic clock and carries the remaining
+duration (``ttl``) to the rank, which counts it on its own clock: no two hosts' wall clocks are
+ever compared. When the deadline passes, the request is re-sent to another rank, the slow rank is
+told to drop it if it still waits there (CANCEL), and the slow rank is avoided until it answers
+again. When no rank gives a useful answer, the client re-reads the endpoint set and moves to a
+newer generation (the launcher relaunched the ranks); after ``outage_timeout_s`` without a useful
+answer (an EXPIRED reply is none) it gives up with :class:`RanksUnavailable`, which fails the
+Spark task so Spark retries it.
 
 Replies are matched by request id, so a late answer to a request that was re-sent is dropped.
 
@@ -84,7 +87,7 @@ class _Request:
     version: str | None
     op: Op = Op.INFER
     rank: int = -1
-    deadline: float = 0.0
+    deadline: float = 0.0   # time.monotonic() of this process
     attempts: int = 0
 
 
@@ -115,7 +118,8 @@ class RankClient:
         self._done: dict[Any, Answer] = {}
         self.generation = -1
         self.resent = 0
-        self._outage_since: float | None = None
+        self._outage_since: float | None = None  # monotonic; reset by useful answers only
+        self._expired_replies = 0                # EXPIRED answers since the last useful one
         self._next_refresh = 0.0
         self._turn = os.getpid()  # executors start their turns at different ranks
         self._keys = self.settings.keys()  # ConfigError now, not on the first request
@@ -203,11 +207,11 @@ class RankClient:
         self._send_queued()
         timeout_ms = 0
         if wait:
-            # until the next deadline (wall clock: ranks see it too), at most 1 s; queued work
-            # also wakes when an avoided rank may be tried again (monotonic clock)
-            wait_s = min((r.deadline for r in self._open.values()), default=math.inf) - time.time()
+            # until the next deadline, at most 1 s; queued work also wakes when an avoided rank
+            # may be tried again (all on this process's monotonic clock)
+            now = time.monotonic()
+            wait_s = min((r.deadline for r in self._open.values()), default=math.inf) - now
             if self._queue:
-                now = time.monotonic()
                 wait_s = min([wait_s] + [r.avoid_until - now for r in self._ranks
                                          if r.avoided(now)])
             timeout_ms = int(max(0.0, min(1.0, wait_s)) * 1000) + 1
@@ -233,14 +237,15 @@ class RankClient:
             rank = live[0]
             self._turn = (rank + 1) % n
             msg = Message(req.op, req.rid, req.tensors, req.version,
-                          time.time() + self.settings.request_timeout_s)
+                          ttl=self.settings.request_timeout_s)
             try:
                 self._ranks[rank].sock.send_multipart(encode(msg), zmq.NOBLOCK, copy=False)
             except zmq.Again:  # not connected (yet): try the others, this one again shortly
                 self._ranks[rank].avoid_until = now + _RECONNECT_PROBE_S
                 continue
             self._queue.pop(0)
-            req.rank, req.deadline, req.attempts = rank, msg.deadline, req.attempts + 1
+            req.rank, req.attempts = rank, req.attempts + 1
+            req.deadline = now + self.settings.request_timeout_s
             self._ranks[rank].inflight.add(req.rid)
             self._open[req.rid] = req
 
@@ -252,17 +257,21 @@ class RankClient:
                 return
             rank = next(i for i, r in enumerate(self._ranks) if r.sock is sock)
             self._ranks[rank].avoid_until = 0.0
-            self._outage_since = None
             try:
                 msg = decode(frames, max_bytes=self.settings.max_reply_bytes)
             except ProtocolError as exc:
                 log.error("unreadable reply from %s: %s", self._ranks[rank].endpoint, exc)
                 continue
+            if msg.op is Op.ERROR and msg.meta.get("code") == "EXPIRED":
+                # The rank got to it after its ttl: no answer, and no sign of progress either (a
+                # rank that answers only EXPIRED must not hold the task up forever). Our own
+                # deadline re-sends it.
+                self._expired_replies += 1
+                continue
             req = self._open.get(str(msg.id))
             if req is None:
                 continue  # a late answer to a request that was re-sent and answered already
-            if msg.op is Op.ERROR and msg.meta.get("code") == "EXPIRED":
-                continue  # the rank saw it too late; our own deadline re-sends it
+            self._outage_since, self._expired_replies = None, 0
             del self._open[req.rid]
             self._ranks[req.rank].inflight.discard(req.rid)
             if msg.op is Op.ERROR:
@@ -271,14 +280,20 @@ class RankClient:
             self._done[req.tag] = Answer(scores, msg.model or "", int(msg.meta.get("rank", -1)))
 
     def _expire(self) -> None:
-        now = time.time()
+        now = time.monotonic()
         for rid, req in list(self._open.items()):
             if req.deadline > now:
                 continue
             del self._open[rid]
             silent = self._ranks[req.rank]
             silent.inflight.discard(rid)
-            silent.avoid_until = time.monotonic() + self.settings.request_timeout_s
+            silent.avoid_until = now + self.settings.request_timeout_s
+            if req.op is Op.INFER:  # if it still waits at the slow rank, it is not computed twice
+                cancel = Message(Op.CANCEL, f"cancel-{rid}", meta={"request": rid})
+                try:
+                    silent.sock.send_multipart(encode(cancel), zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # not connected: nothing of ours can be waiting there either
             self.resent += 1
             log.warning("request %s to %s passed its %.1fs deadline; re-sending (attempt %d)",
                         rid, silent.endpoint, self.settings.request_timeout_s, req.attempts + 1)
@@ -310,6 +325,10 @@ class RankClient:
         if now - self._outage_since > self.settings.outage_timeout_s:
             hint = ("" if self._keys else "if the ranks bind a network address they require "
                     "CURVE: set FRAMESTREAM_CLIENT_CURVE_SECRET and _CURVE_SERVER_KEY")
+            if self._expired_replies:
+                hint = (f"the ranks answered {self._expired_replies} times EXPIRED (each request "
+                        f"waited there longer than its ttl): they are overloaded or stalled; "
+                        f"raise FRAMESTREAM_CLIENT_REQUEST_TIMEOUT_S or add ranks")
             raise RanksUnavailable("the executor", f"an answer from any rank of generation "
                                    f"{self.generation} or a new generation", self.settings.
                                    outage_timeout_s, "FRAMESTREAM_CLIENT_OUTAGE_TIMEOUT_S",

@@ -5,7 +5,9 @@ frame with :mod:`etl.decode` (exactly as the stream does for inference), take th
 the ``fs-label`` header, and send ``TRAIN`` batches over ZeroMQ to the training ranks with the
 same client, credits and re-sends as the stream. Frames that do not decode, or whose label is
 missing, not an integer, negative or not below the number of classes, are counted as rejected,
-not sent. When every partition is done the driver sends ``END`` to each rank.
+not sent. When every partition is done the driver sends ``END`` to each rank, with the control
+token :func:`run` gave the ranks when it started mpirun (executors never get it, so no executor or
+stranger can end a feed early).
 """
 
 from __future__ import annotations
@@ -72,8 +74,11 @@ def feed_partition(batches: Iterator[pa.RecordBatch], ctx: FeedContext
 
 
 def end_feed(endpoints: EndpointSet, timeout_s: float = 30.0,
-             client: ClientSettings | None = None) -> list[int]:
-    """Tell every training rank that no more data comes; returns the frames each one holds."""
+             client: ClientSettings | None = None, control_token: str = "") -> list[int]:
+    """Tell every training rank that no more data comes; returns the frames each one holds.
+
+    ``control_token``: the token the ranks were started with (``FRAMESTREAM_CONTROL_TOKEN`` in
+    their environment); without it they refuse END. Raises RuntimeError when a rank refuses."""
     import zmq
 
     from framestream.security import secure_client
@@ -87,11 +92,15 @@ def end_feed(endpoints: EndpointSet, timeout_s: float = 30.0,
             sock.setsockopt(zmq.LINGER, 0)
             secure_client(sock, keys)
             sock.connect(rank.endpoint)
-            sock.send_multipart(encode(Message(Op.END, f"end-{rank.rank}")))
+            sock.send_multipart(encode(Message(Op.END, f"end-{rank.rank}",
+                                               meta={"token": control_token})))
             if not sock.poll(int(timeout_s * 1000)):
                 raise TimeoutError(f"training rank {rank.rank} at {rank.endpoint} did not "
                                    f"acknowledge END within {timeout_s:.0f}s")
             reply = decode(sock.recv_multipart())
+            if reply.op is not Op.ACK:
+                raise RuntimeError(f"training rank {rank.rank} refused END: "
+                                   f"{reply.meta.get('code')}: {reply.meta.get('detail')}")
             held.append(int(reply.meta.get("frames", 0)))
             sock.close(0)
     finally:
@@ -101,8 +110,9 @@ def end_feed(endpoints: EndpointSet, timeout_s: float = 30.0,
 
 def feed(spark: "SparkSession", bootstrap: str, topic: str, offsets: dict[str, str],
          endpoints: EndpointSet, endpoints_file: str, spec: dict[str, Any],
-         client: ClientSettings, limits: dict[str, Any]) -> dict[str, int]:
-    """Run the feeding job over ``offsets`` (Spark's startingOffsets/endingOffsets JSON)."""
+         client: ClientSettings, limits: dict[str, Any], control_token: str = "") -> dict[str, int]:
+    """Run the feeding job over ``offsets`` (Spark's startingOffsets/endingOffsets JSON);
+    ``control_token`` goes with END, never to the executors."""
     from framestream.config import KafkaSettings
 
     df = (spark.read.format("kafka").options(**KafkaSettings.load(bootstrap=bootstrap)
@@ -114,7 +124,7 @@ def feed(spark: "SparkSession", bootstrap: str, topic: str, offsets: dict[str, s
     row = (df.mapInArrow(partial(feed_partition, ctx=ctx), COUNTS_DDL)
            .groupBy().sum("fed", "rejected").collect()[0])
     fed, rejected = int(row[0] or 0), int(row[1] or 0)
-    held = end_feed(endpoints, client=client)
+    held = end_feed(endpoints, client=client, control_token=control_token)
     log.info("fed %d labeled frames to %d ranks (%s each), rejected %d", fed, len(held), held,
              rejected)
     return {"fed": fed, "rejected": rejected, "per_rank": held}
@@ -143,6 +153,7 @@ def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_di
     from launcher.mpirun import die_with_parent, kill_group, mpi_env, mpirun_cmd
     from models.nets import DEFAULT_SPECS
     from mpi_workers import endpoints as endpoints_mod
+    from mpi_workers.protocol import CONTROL_TOKEN_ENV, new_control_token
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -152,8 +163,10 @@ def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_di
     cmd = mpirun_cmd(ranks, "jobs.retrain", ["--source", "zmq", "--feed-endpoints", str(ep_file),
                                              "--data-range", json.dumps(
                                                  {"topic": topic, **offsets}), *retrain_args])
+    token = new_control_token()  # for the ranks' environment and our END, nobody else
     with open(work / "ranks.out", "wb") as out, open(work / "ranks.log", "wb") as err:
-        proc = subprocess.Popen(cmd, env=mpi_env(), stdout=out, stderr=err,
+        proc = subprocess.Popen(cmd, env=mpi_env({CONTROL_TOKEN_ENV: token}), stdout=out,
+                                stderr=err,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 preexec_fn=die_with_parent)
     try:
@@ -161,7 +174,7 @@ def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_di
         spark = spark_session()
         counts = feed(spark, bootstrap, topic, offsets, published, str(ep_file),
                       DEFAULT_SPECS["fashion_cnn"].to_dict(), client or ClientSettings.load(),
-                      asdict(FrameLimits.load()))
+                      asdict(FrameLimits.load()), control_token=token)
         try:
             code = proc.wait(timeout_s)
         except subprocess.TimeoutExpired:

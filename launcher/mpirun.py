@@ -33,8 +33,17 @@ def mpirun_path() -> str:
 
 
 def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for mpirun: ours plus what OpenMPI needs here."""
+    """The environment for mpirun: ours plus what OpenMPI needs here.
+
+    It always holds a control token for the gang (``FRAMESTREAM_CONTROL_TOKEN``): the one in
+    ``extra`` when the caller will send control ops (SHUTDOWN, END) itself, else a fresh random
+    one nobody else knows. It is never taken from our own environment, which Spark executors
+    inherit, and it is put only into mpirun's environment, never into ours or on a command line.
+    """
+    from mpi_workers.protocol import CONTROL_TOKEN_ENV, new_control_token
+
     env = dict(os.environ)
+    env.pop(CONTROL_TOKEN_ENV, None)
     if os.geteuid() == 0:
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -43,6 +52,7 @@ def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     # Ranks import the project's packages from the checkout, wherever mpirun starts them.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.update(extra or {})
+    env.setdefault(CONTROL_TOKEN_ENV, new_control_token())
     return env
 
 
@@ -105,7 +115,9 @@ class GangLaunch:
                           exports=self.exports(), map_by="slot")
 
     def exports(self) -> list[str]:
-        names = set(self.layout.env) | {"PYTHONPATH"}
+        from mpi_workers.protocol import CONTROL_TOKEN_ENV
+
+        names = set(self.layout.env) | {"PYTHONPATH", CONTROL_TOKEN_ENV}  # ranks on other nodes
         names |= {k for k in os.environ if k.startswith("FRAMESTREAM_")}
         return sorted(names)
 

@@ -2,8 +2,10 @@
 
 A rank drains every request waiting on its socket, then :func:`plan` groups them: expired ones
 (deadline passed: the client has already re-sent them elsewhere) are answered with an error and
-skipped; the rest are grouped by the model version they ask for, in arrival order, into batches
-of at most ``max_batch`` frames. A request larger than ``max_batch`` is a batch of its own (the
+skipped. Deadlines are the rank's own: ``time.monotonic()`` when the request was taken off the
+socket plus the ``ttl`` it carried, and ``now`` is the same clock (never another host's time).
+The rest are grouped by the model version they ask for, in arrival order, into batches of at most
+``max_batch`` frames. A request larger than ``max_batch`` is a batch of its own (the
 rank runs it in slices). No batch ever mixes model versions.
 """
 
@@ -19,7 +21,7 @@ class Pending:
     request_id: int | str
     frames: int                 # how many images the request carries
     version: str                # the model version it is to be answered by
-    deadline: float | None      # absolute UNIX time, or None
+    deadline: float | None      # this rank's time.monotonic() after which to drop it, or None
     payload: Any = None         # the decoded message (opaque here)
 
 
@@ -30,13 +32,14 @@ class Plan:
 
 
 def plan(pending: list[Pending], max_batch: int, now: float) -> Plan:
+    """``now``: the rank's ``time.monotonic()``, the clock the deadlines were set on."""
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     out = Plan()
     open_batch: dict[str, list[Pending]] = {}
     open_size: dict[str, int] = {}
     for p in pending:
-        if p.deadline is not None and p.deadline < now:
+        if p.deadline is not None and p.deadline <= now:
             out.expired.append(p)
             continue
         if p.frames >= max_batch:

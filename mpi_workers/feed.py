@@ -5,19 +5,26 @@ executors of a Spark job decode labeled frames with the same ETL code the stream
 ``TRAIN`` messages (uint8 NHWC frames + int64 labels); a rank checks and keeps them and answers
 ``ACK``. When the Spark job is done, the driver sends ``END`` to every rank; then the ranks train
 on what each received (:mod:`mpi_workers.train`).
+
+As on a serving rank, nothing a message contains ends the receiver: any message it cannot use, for
+any reason, is answered ERROR with a code, counted (:attr:`FeedReceiver.refused`) and logged.
+``END`` is obeyed only with the gang's control token, which the driver that started mpirun holds
+(``FRAMESTREAM_CONTROL_TOKEN`` in the ranks' environment alone; see :mod:`etl.feed`): an END from
+an executor or a stranger is refused ``FORBIDDEN`` and the feed goes on.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from framestream.errors import DeadlineExceeded
-from mpi_workers.protocol import Message, Op, ProtocolError, decode, encode
+from mpi_workers.protocol import Message, Op, ProtocolError, control_allowed, decode, encode
 
 if TYPE_CHECKING:
     import zmq
@@ -33,8 +40,11 @@ class FeedReceiver:
     """Collects TRAIN batches until END; bounded by ``max_frames`` and an idle deadline."""
 
     def __init__(self, sock: "zmq.Socket", spec: "PreprocessSpec", rank: int, max_frames: int,
-                 max_request_bytes: int, guard: "PeerGuard | None" = None) -> None:
+                 max_request_bytes: int, guard: "PeerGuard | None" = None,
+                 control_token: str | None = None) -> None:
         self.sock, self.spec, self.rank, self.guard = sock, spec, rank, guard
+        self.control_token = control_token
+        self.refused: Counter[str] = Counter()  # ERROR replies by code
         self.max_frames, self.max_request_bytes = max_frames, max_request_bytes
         self.images: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
@@ -60,28 +70,46 @@ class FeedReceiver:
             return f"this rank holds at most {self.max_frames} frames (FRAMESTREAM_FEED_MAX_FRAMES)"
         return None
 
+    def _refuse(self, ident: Any, msg_id: Any, code: str, detail: str) -> None:
+        log.warning("training rank %d: refused a message: %s: %s", self.rank, code, detail[:300])
+        self.refused[code] += 1
+        self._reply(ident, Message(Op.ERROR, msg_id, meta={"code": code, "detail": detail}))
+
     def handle(self, ident: Any, frames: list[Any]) -> None:
+        """One message off the socket: whatever happens while handling it ends in a reply."""
         try:
             msg = decode(frames, max_bytes=self.max_request_bytes)
         except ProtocolError as exc:
-            self._reply(ident, Message(Op.ERROR, 0, meta={"code": exc.code, "detail": exc.detail}))
+            self._refuse(ident, 0, exc.code, exc.detail)
             return
+        try:
+            self._dispatch(ident, msg)
+        except Exception as exc:  # noqa: BLE001 - the rule: a message never ends the rank
+            log.exception("training rank %d: handling %s %r failed", self.rank, msg.op.value,
+                          msg.id)
+            self._refuse(ident, msg.id, "INTERNAL", f"{type(exc).__name__}: {exc}"[:500])
+
+    def _dispatch(self, ident: Any, msg: Message) -> None:
         if msg.op is Op.TRAIN:
             problem = self._check(msg)
             if problem:
-                self._reply(ident, msg.error("BAD_TRAIN", problem))
+                self._refuse(ident, msg.id, "BAD_TRAIN", problem)
                 return
             self.images.append(np.array(msg.tensors[0]))  # copies off the socket buffers
             self.labels.append(np.array(msg.tensors[1]))
             self.frames += len(msg.tensors[1])
             self._reply(ident, msg.reply(Op.ACK, rank=self.rank, frames=self.frames))
         elif msg.op is Op.END:
+            if not control_allowed(msg, self.control_token):
+                self._refuse(ident, msg.id, "FORBIDDEN", "END is taken only from the driver that "
+                             "started the training ranks, with the gang's control token")
+                return
             self.ended = True
             self._reply(ident, msg.reply(Op.ACK, rank=self.rank, frames=self.frames))
         elif msg.op is Op.PING:
             self._reply(ident, msg.reply(Op.PONG, rank=self.rank, frames=self.frames))
         else:
-            self._reply(ident, msg.error("BAD_OP", f"a training rank does not take {msg.op.value}"))
+            self._refuse(ident, msg.id, "BAD_OP", f"a training rank does not take {msg.op.value}")
 
     def run(self, idle_timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Serve until END; DeadlineExceeded if nothing arrives for ``idle_timeout_s``."""
@@ -121,20 +149,23 @@ def receive(comm: "Intracomm", spec: "PreprocessSpec", endpoints_file: str | Pat
     import zmq
 
     from framestream.security import server_keys
-    from mpi_workers.rank_socket import bind_router, publish_endpoints
+    from mpi_workers.rank_socket import bind_router, control_token_from_env, publish_endpoints
     from mpi_workers.serve import ServeSettings
 
     s = ServeSettings.load(bind=bind)
     keys = server_keys(s.bind, s.curve_secret, s.curve_clients, s.insecure)
+    token = control_token_from_env()
     ctx = zmq.Context()
-    bound = bind_router(ctx, s.bind, 0, comm.rank, max_request_bytes, keys, s.insecure)
+    bound = bind_router(ctx, s.bind, 0, comm.rank, max_request_bytes, keys, s.insecure,
+                        rcvhwm=s.rcvhwm)
     try:
         publish_endpoints(comm, bound.endpoint, endpoints_file)
         receiver = FeedReceiver(bound.sock, spec, comm.rank, max_frames, max_request_bytes,
-                                guard=bound.guard)
+                                guard=bound.guard, control_token=token)
         images, labels = receiver.run(idle_timeout_s)
     finally:
         bound.close()
         ctx.term()
-    log.info("rank %d received %d labeled frames", comm.rank, len(labels))
+    log.info("rank %d received %d labeled frames (refused: %s)", comm.rank, len(labels),
+             dict(receiver.refused) or "none")
     return images, labels

@@ -16,6 +16,9 @@ class RankMetrics:
         r = self.registry
         self.requests = Counter("framestream_rank_requests", "requests answered, by op and outcome",
                                 ["rank", "op", "outcome"], registry=r)
+        self.refused = Counter("framestream_rank_refused", "messages answered with ERROR, by "
+                               "code (malformed, forbidden control ops, bad shapes, ...)",
+                               ["rank", "code"], registry=r)
         self.frames = Counter("framestream_rank_frames", "frames classified", ["rank"], registry=r
                               ).labels(**labels)
         self.batch_frames = Histogram("framestream_rank_batch_frames", "frames per forward pass",
@@ -35,6 +38,9 @@ class RankMetrics:
 
     def count(self, op: str, outcome: str) -> None:
         self.requests.labels(rank=self._rank, op=op, outcome=outcome).inc()
+
+    def refuse(self, code: str) -> None:
+        self.refused.labels(rank=self._rank, code=code[:40]).inc()
 
     def serve(self, addr: str, port: int) -> str:
         """Start the HTTP endpoint (port 0 = any free port); returns its URL."""

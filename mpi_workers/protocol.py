@@ -6,24 +6,39 @@ One message = one ZeroMQ multipart message::
     frame 1..n   raw tensor buffers, C-contiguous, little-endian, one per entry of "tensors",
                  sent and received without copies (``send_multipart(copy=False)``)
 
-Header keys (version 1)::
+Header keys (version 2)::
 
     v       int        protocol version; a rank answers a different one with ERROR
     op      str        one of Op
     id      int|str    request id, echoed in the reply
     tensors [ {dtype: str, shape: [int...]} ]   one per buffer frame, in order
     model   str|None   model version wanted (request) or used (reply)
-    deadline float|None  absolute UNIX time after which the sender no longer wants the answer
+    ttl     float|None seconds the sender still wants the answer, counted by the receiver's own
+                       monotonic clock from the moment it takes the message off its socket
     meta    map        op-specific extras (error code and text, counts, ...); str keys, plain values
 
+Version 2 replaced version 1's absolute ``deadline`` (a UNIX time compared on the rank's clock, so
+hosts whose clocks disagreed by more than the request timeout answered every request EXPIRED) with
+the remaining duration ``ttl``: no wall clock of one host is ever compared with another's.
+
+Control ops (SHUTDOWN, END) carry ``meta["token"]``: the gang's control token, which the code that
+starts mpirun creates and hands to the ranks alone (:data:`CONTROL_TOKEN_ENV`); executors and
+anyone else who can reach the data socket never have it, so a rank refuses their control messages
+with ERROR ``FORBIDDEN`` (:func:`control_allowed`). CANCEL (client -> rank, ``meta["request"]``:
+the id of an INFER the same peer sent) withdraws a request still waiting at the rank.
+
 No pickle, no msgpack extension types: a header is plain maps, lists, strings and numbers. Every
-decode error is a :class:`ProtocolError` with a reason code; it never crashes the receiver.
+decode error, whatever the bytes, is a :class:`ProtocolError` with a reason code, and a decoded
+message can always be materialised: each tensor's element count and dimensions are bounded
+(:data:`MAX_ELEMENTS`, :data:`MAX_DIM`) even when its byte count is 0.
 """
 
 from __future__ import annotations
 
 import enum
+import hmac
 import math
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,10 +48,12 @@ import numpy as np
 
 from framestream.errors import FramestreamError
 
-VERSION = 1
+VERSION = 2
 MAX_HEADER_BYTES = 64 * 1024
 MAX_TENSORS = 16
 MAX_NDIM = 8
+MAX_DIM = 2**31 - 1       # any one dimension
+MAX_ELEMENTS = 2**31      # product of the dimensions, zeros counted as 1: what numpy must index
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # all buffers together; a rank's own limit may be lower
 
 #: dtypes allowed on the wire (numpy names); anything else is refused.
@@ -51,8 +68,9 @@ class Op(str, enum.Enum):
     ACK = "ACK"
     PING = "PING"            # -> PONG (meta: rank, model, queue depth, ...)
     PONG = "PONG"
-    SHUTDOWN = "SHUTDOWN"    # -> ACK, then the rank drains and exits
-    END = "END"              # to a training rank: no more TRAIN data is coming -> ACK
+    SHUTDOWN = "SHUTDOWN"    # meta: {token} -> ACK, then the rank drains and exits
+    END = "END"              # meta: {token}; to a training rank: no more TRAIN data -> ACK
+    CANCEL = "CANCEL"        # meta: {request: id}; withdraw a queued INFER -> ACK {cancelled: 0|1}
     ERROR = "ERROR"          # meta: {"code": ..., "detail": ...}
 
 
@@ -71,12 +89,12 @@ class Message:
     id: int | str = 0
     tensors: tuple[np.ndarray, ...] = ()
     model: str | None = None
-    deadline: float | None = None
+    ttl: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def reply(self, op: Op, tensors: Sequence[np.ndarray] = (), model: str | None = None,
               **meta: Any) -> "Message":
-        """A reply to this message: same id, no deadline."""
+        """A reply to this message: same id, no ttl, none of the request's meta."""
         return Message(op, self.id, tuple(tensors), model, None, meta)
 
     def error(self, code: str, detail: str) -> "Message":
@@ -98,7 +116,7 @@ def encode(msg: Message) -> list[Any]:
         specs.append({"dtype": arr.dtype.name, "shape": list(arr.shape)})
         bufs.append(memoryview(arr).cast("B") if arr.size else b"")
     header = {"v": VERSION, "op": msg.op.value, "id": msg.id, "tensors": specs,
-              "model": msg.model, "deadline": msg.deadline, "meta": msg.meta}
+              "model": msg.model, "ttl": msg.ttl, "meta": msg.meta}
     return [msgpack.packb(header, use_bin_type=True), *bufs]
 
 
@@ -129,15 +147,34 @@ def _check_spec(i: int, spec: Any) -> tuple[np.dtype, tuple[int, ...]]:
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ProtocolError("BAD_DTYPE", f"tensor {i}: dtype {dtype!r} not in {sorted(DTYPES)}")
     if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM
                        for d in shape)):
-        raise ProtocolError("BAD_SHAPE", f"tensor {i}: shape {shape!r} is not a list of "
-                                         f"<= {MAX_NDIM} non-negative ints")
+        raise ProtocolError("BAD_SHAPE", f"tensor {i}: shape {str(shape)[:200]} is not a list of "
+                                         f"<= {MAX_NDIM} ints in 0..{MAX_DIM}")
+    # numpy indexes every dimension even when another one is 0 (np.empty((0, 2**39, 2**39))
+    # raises "array is too big"): bound the product with zeros counted as 1.
+    span = math.prod(max(d, 1) for d in shape)
+    if span > MAX_ELEMENTS:
+        raise ProtocolError("BAD_SHAPE", f"tensor {i}: shape {shape} spans {span} elements (zero "
+                                         f"dimensions counted as 1), more than {MAX_ELEMENTS}")
     return np.dtype(dtype).newbyteorder("<"), tuple(shape)
 
 
 def decode(frames: Sequence[Any], max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
-    """Parse and check a multipart message. Tensors are read-only views on the frames' memory."""
+    """Parse and check a multipart message. Tensors are read-only views on the frames' memory.
+
+    Raises only :class:`ProtocolError`: whatever the bytes, a check this module forgot becomes
+    ``BAD_MESSAGE`` rather than an exception the receiver did not expect.
+    """
+    try:
+        return _decode(frames, max_bytes)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the rule: nothing a message holds escapes otherwise
+        raise ProtocolError("BAD_MESSAGE", f"{type(exc).__name__}: {exc}"[:500]) from None
+
+
+def _decode(frames: Sequence[Any], max_bytes: int) -> Message:
     if not frames:
         raise ProtocolError("EMPTY", "no frames")
     header = _unpack_header(frames[0])
@@ -151,12 +188,13 @@ def decode(frames: Sequence[Any], max_bytes: int = MAX_MESSAGE_BYTES) -> Message
     msg_id = header.get("id", 0)
     if not isinstance(msg_id, (int, str)) or isinstance(msg_id, bool):
         raise ProtocolError("BAD_ID", f"id must be an int or str, got {type(msg_id).__name__}")
-    model, deadline, meta = header.get("model"), header.get("deadline"), header.get("meta", {})
+    model, ttl, meta = header.get("model"), header.get("ttl"), header.get("meta", {})
     if model is not None and not isinstance(model, str):
         raise ProtocolError("BAD_HEADER", f"model must be a str, got {type(model).__name__}")
-    if deadline is not None and (not isinstance(deadline, (int, float)) or isinstance(deadline, bool)
-                                 or not math.isfinite(deadline)):
-        raise ProtocolError("BAD_HEADER", f"deadline must be a finite number, got {deadline!r}")
+    if ttl is not None and (not isinstance(ttl, (int, float)) or isinstance(ttl, bool)
+                            or not math.isfinite(ttl) or ttl < 0):
+        raise ProtocolError("BAD_HEADER", f"ttl must be a finite number of seconds >= 0, "
+                                          f"got {ttl!r}")
     if not isinstance(meta, dict):
         raise ProtocolError("BAD_HEADER", f"meta must be a map, got {type(meta).__name__}")
     specs = header.get("tensors", [])
@@ -179,5 +217,23 @@ def decode(frames: Sequence[Any], max_bytes: int = MAX_MESSAGE_BYTES) -> Message
             raise ProtocolError("TOO_LARGE", f"message buffers exceed {max_bytes} bytes")
         arr = np.frombuffer(buf, dtype=dtype).reshape(shape) if want else np.empty(shape, dtype)
         tensors.append(arr)
-    return Message(op, msg_id, tuple(tensors), model, float(deadline) if deadline is not None
-                   else None, meta)
+    return Message(op, msg_id, tuple(tensors), model, float(ttl) if ttl is not None else None,
+                   meta)
+
+
+# -- control ops ------------------------------------------------------------------------------
+CONTROL_TOKEN_ENV = "FRAMESTREAM_CONTROL_TOKEN"
+CONTROL_OPS = frozenset({Op.SHUTDOWN, Op.END})
+
+
+def new_control_token() -> str:
+    """A fresh random token for one gang (the code that starts mpirun makes it)."""
+    return secrets.token_urlsafe(32)
+
+
+def control_allowed(msg: Message, token: str | None) -> bool:
+    """Whether ``msg`` carries the gang's control token. A rank without a token takes no control
+    op at all (it is stopped by a signal)."""
+    given = msg.meta.get("token")
+    return bool(token) and isinstance(given, str) and hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), str(token).encode("utf-8", "surrogatepass"))

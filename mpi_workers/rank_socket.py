@@ -6,6 +6,11 @@ writes the set with the next generation number (see :mod:`mpi_workers.endpoints`
 
 The bind policy lives here too, so no rank can skip it: a loopback address may be plain ZeroMQ, any
 other address needs CURVE keys (:mod:`framestream.security`) or an explicit ``insecure``.
+
+A rank's memory for incoming messages is bounded per peer: ``ZMQ_MAXMSGSIZE`` (a larger message
+drops the connection) times ``ZMQ_RCVHWM`` (messages queued per peer connection; past it ZeroMQ
+stops reading that peer and TCP pushes back on the sender). Settings:
+``FRAMESTREAM_SERVE_MAX_REQUEST_BYTES`` and ``FRAMESTREAM_SERVE_RCVHWM``.
 """
 
 from __future__ import annotations
@@ -42,9 +47,21 @@ class RankSocket:
         self.sock.close(0)
 
 
+def control_token_from_env() -> str | None:
+    """The gang's control token (:data:`~mpi_workers.protocol.CONTROL_TOKEN_ENV`), taken out of
+    this rank's environment so that nothing the rank starts inherits it; None when the ranks were
+    started without one (then no message can stop them, only a signal)."""
+    from mpi_workers.protocol import CONTROL_TOKEN_ENV
+
+    return os.environ.pop(CONTROL_TOKEN_ENV, None) or None
+
+
+DEFAULT_RCVHWM = 64  # messages queued per peer; clients keep <= credits_per_rank (<= 64) in flight
+
+
 def bind_router(ctx: "zmq.Context", bind: str, port: int, rank: int, max_message_bytes: int,
                 keys: ServerKeys | None = None, insecure: bool = False,
-                counter: Any = None) -> RankSocket:
+                counter: Any = None, rcvhwm: int = DEFAULT_RCVHWM) -> RankSocket:
     """A ROUTER on ``bind``:``port + rank`` (any free port when ``port`` is 0).
 
     ``keys``: CURVE server keys and the allowed client folder (see
@@ -59,6 +76,7 @@ def bind_router(ctx: "zmq.Context", bind: str, port: int, rank: int, max_message
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)  # an oversized message drops the peer
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)  # per peer: memory <= rcvhwm x max_message_bytes each
     guard = PeerGuard(ctx, sock, keys, counter, rank)  # CURVE options must precede bind
     try:
         if port:

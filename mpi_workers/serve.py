@@ -6,8 +6,9 @@ answers INFER / PING / SHUTDOWN (see :mod:`mpi_workers.protocol`). Requests wait
 are coalesced into one forward pass up to ``--max-batch`` frames (dynamic batching). Rank 0
 gathers every rank's endpoint over MPI and publishes the set (see :mod:`mpi_workers.endpoints`).
 
-A malformed message gets an ERROR reply and the rank keeps serving. SIGTERM or SHUTDOWN ends the
-rank after the batch in hand.
+Any message a rank cannot use gets an ERROR reply and the rank keeps serving. SIGTERM ends the
+rank after the batch in hand; so does SHUTDOWN, but only with the gang's control token, which the
+launcher gives the ranks alone in ``FRAMESTREAM_CONTROL_TOKEN`` (without it no message stops them).
 
 Binding anything but a loopback address needs CURVE keys (``--curve-secret`` + ``--curve-clients``,
 made by ``python -m framestream.keys init DIR``): only clients whose public key is in the allowed
@@ -27,7 +28,8 @@ from framestream.paths import state_dir
 from framestream.security import server_keys
 from framestream.settings import check, settings_section
 from mpi_workers.dist import abort_on_error, local_rank, world
-from mpi_workers.rank_socket import bind_router, publish_endpoints
+from mpi_workers.rank_socket import (DEFAULT_RCVHWM, bind_router, control_token_from_env,
+                                     publish_endpoints)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class ServeSettings:
     port: int = field(default=0, metadata=check(lambda v: 0 <= v < 65536, "0 (any) or a TCP port"))
     max_batch: int = field(default=256, metadata=check(lambda v: 1 <= v <= 65536, "1..65536"))
     max_request_bytes: int = field(default=256 * 1024 * 1024, metadata=check(lambda v: v > 0, "> 0"))
+    # messages queued per peer connection (ZMQ_RCVHWM): with max_request_bytes, a peer's memory
+    rcvhwm: int = field(default=DEFAULT_RCVHWM, metadata=check(lambda v: 1 <= v <= 100_000,
+                                                               "1..100000"))
     metrics_port: int = field(default=0, metadata=check(lambda v: -1 <= v < 65536,
                                                         "-1 (off), 0 (any) or a TCP port"))
     endpoints_file: str = field(default_factory=lambda: str(state_dir() / "endpoints.json"))
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s rank{world().rank} %(levelname)s %(name)s: %(message)s")
     s, args = parse_args(argv)
     keys = server_keys(s.bind, s.curve_secret, s.curve_clients, s.insecure)  # before any work
+    control_token = control_token_from_env()
     import torch
     import zmq
     from mpi4py import MPI
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = zmq.Context()
     metrics = RankMetrics(comm.rank)
     bound = bind_router(ctx, s.bind, s.port, comm.rank, s.max_request_bytes, keys, s.insecure,
-                        peer_counter(metrics.registry))
+                        peer_counter(metrics.registry), rcvhwm=s.rcvhwm)
     sock, endpoint = bound.sock, bound.endpoint
     metrics.model.info({"version": models.default_version})
     metrics_url = "" if s.metrics_port < 0 else metrics.serve(
@@ -130,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                       models.default_version, args.generation, args.job)
 
     server = RankServer(sock, models, metrics, comm.rank, s.max_batch, s.refresh_s,
-                        s.max_request_bytes, guard=bound.guard)
+                        s.max_request_bytes, guard=bound.guard, control_token=control_token)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     log.info("rank %d serving %s on %s (%s, %d threads)", comm.rank, models.default_version,

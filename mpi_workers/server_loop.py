@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mpi_workers.batcher import Pending, plan
-from mpi_workers.protocol import Message, Op, ProtocolError, decode, encode
+from mpi_workers.protocol import Message, Op, ProtocolError, control_allowed, decode, encode
 
 if TYPE_CHECKING:
     import zmq
@@ -27,10 +27,27 @@ log = logging.getLogger(__name__)
 MAX_DRAIN = 256  # messages taken off the socket per loop, so replies are not held back forever
 
 
+def _peer(ident: Any) -> bytes:
+    """The ROUTER identity as bytes (a zmq.Frame off the socket, or bytes)."""
+    return ident.bytes if hasattr(ident, "bytes") else bytes(ident)
+
+
 class RankServer:
+    """One rank's loop. Nothing a message contains ends it: every message it cannot use, for any
+    reason (decode, checks, an unknown model, even a bug in handling it), gets an ERROR reply with
+    a code, is counted (``framestream_rank_refused_total{code}``) and logged, and the loop goes on.
+    What does end it is a failure of the rank itself: the model's forward pass failing on a batch
+    that passed every check (a device error, memory, broken weights) propagates, the rank exits
+    non-zero and the supervisor relaunches the gang; the clients re-send what was in flight.
+
+    ``control_token``: SHUTDOWN is obeyed only when it carries this token (see
+    :func:`mpi_workers.protocol.control_allowed`); ``None`` (no token given to the ranks) means
+    no message can stop the rank, only a signal.
+    """
+
     def __init__(self, sock: "zmq.Socket", models: "ModelCache", metrics: "RankMetrics", rank: int,
                  max_batch: int, refresh_s: float, max_request_bytes: int,
-                 guard: "PeerGuard | None" = None) -> None:
+                 guard: "PeerGuard | None" = None, control_token: str | None = None) -> None:
         self.sock = sock
         self.guard = guard          # CURVE door keeper: counts refused and broken peers
         self.models = models
@@ -39,10 +56,12 @@ class RankServer:
         self.max_batch = max_batch
         self.refresh_s = refresh_s
         self.max_request_bytes = max_request_bytes
+        self.control_token = control_token
         self.frames_served = 0
         self.max_queue = 0          # most requests drained in one loop (bounded by client credits)
         self._running = True
         self._next_refresh = 0.0
+        self._pending: list[Pending] = []
 
     def stop(self) -> None:
         self._running = False
@@ -57,25 +76,34 @@ class RankServer:
                 self.guard.poll()
             if not self.sock.poll(100):
                 continue
-            pending: list[Pending] = []
+            self._pending = pending = []
             received: dict[int, float] = {}
             for _ in range(MAX_DRAIN):
                 try:
                     ident, *frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                p = self._accept(ident, frames)
+                p = self._handle(ident, frames)
                 if p is not None:
                     received[id(p)] = time.monotonic()
                     pending.append(p)
             self.metrics.queue_depth.set(len(pending))
             self.max_queue = max(self.max_queue, len(pending))
-            work = plan(pending, self.max_batch, time.time())
-            for p in work.expired:
-                self._reply(p.ident, p.payload.error("EXPIRED", "deadline passed before the rank "
-                                                               "got to it"), "INFER", "expired")
+            work = plan(pending, self.max_batch, time.monotonic())
+            self._expired(work.expired)
             for batch in work.batches:
-                self._infer(batch, received)
+                now = time.monotonic()  # an earlier batch of this drain may have taken long
+                late = [p for p in batch if p.deadline is not None and p.deadline <= now]
+                self._expired(late)
+                batch = [p for p in batch if p.deadline is None or p.deadline > now]
+                if batch:
+                    self._infer(batch, received)
+            self._pending = []
+
+    def _expired(self, late: list[Pending]) -> None:
+        for p in late:
+            self._reply(p.ident, p.payload.error("EXPIRED", "its ttl ran out before the rank got "
+                                                            "to it"), "INFER", "expired")
 
     def _maybe_refresh(self) -> None:
         now = time.monotonic()
@@ -97,42 +125,77 @@ class RankServer:
         self.sock.send_multipart([ident, *encode(msg)], copy=False)
         self.metrics.count(op, outcome)
 
-    def _accept(self, ident: Any, frames: list[Any]) -> Pending | None:
-        """Decode one request; answer control ops and errors at once; return INFER work."""
+    def _refuse(self, ident: Any, msg_id: Any, op: str, code: str, detail: str) -> None:
+        log.warning("rank %d: refused a %s message: %s: %s", self.rank, op, code, detail[:300])
+        self.metrics.refuse(code)
+        self._reply(ident, Message(Op.ERROR, msg_id, meta={"code": code, "detail": detail}), op,
+                    "error")
+
+    def _handle(self, ident: Any, frames: list[Any]) -> Pending | None:
+        """One message off the socket: whatever happens while handling it ends in a reply."""
         try:
             msg = decode(frames, max_bytes=self.max_request_bytes)
         except ProtocolError as exc:
-            log.warning("rank %d: malformed message: %s", self.rank, exc)
-            self._reply(ident, Message(Op.ERROR, 0, meta={"code": exc.code, "detail": exc.detail}),
-                        "MALFORMED", "error")
+            self._refuse(ident, 0, "MALFORMED", exc.code, exc.detail)
             return None
+        try:
+            return self._accept(ident, msg)
+        except Exception as exc:  # noqa: BLE001 - the rule: a message never ends the rank
+            log.exception("rank %d: handling %s %r failed", self.rank, msg.op.value, msg.id)
+            self._refuse(ident, msg.id, msg.op.value, "INTERNAL", f"{type(exc).__name__}: {exc}"
+                         [:500])
+            return None
+
+    def _accept(self, ident: Any, msg: Message) -> Pending | None:
+        """Answer control ops and errors at once; return INFER work."""
         if msg.op is Op.PING:
             self._reply(ident, msg.reply(Op.PONG, model=self.models.default_version,
                                          rank=self.rank, frames_served=self.frames_served),
                         "PING", "ok")
             return None
         if msg.op is Op.SHUTDOWN:
+            if not control_allowed(msg, self.control_token):
+                self._refuse(ident, msg.id, "SHUTDOWN", "FORBIDDEN", "SHUTDOWN is taken only from "
+                             "the launcher, with the gang's control token")
+                return None
             self._reply(ident, msg.reply(Op.ACK, rank=self.rank), "SHUTDOWN", "ok")
             self.stop()
             return None
+        if msg.op is Op.CANCEL:
+            self._cancel(ident, msg)
+            return None
         if msg.op is not Op.INFER:
-            self._reply(ident, msg.error("BAD_OP", f"a serving rank does not take {msg.op.value}"),
-                        msg.op.value, "error")
+            self._refuse(ident, msg.id, msg.op.value, "BAD_OP",
+                         f"a serving rank does not take {msg.op.value}")
             return None
         try:
             model = self.models.get(msg.model)
         except Exception as exc:  # unknown version, checksum mismatch: the client must know
-            self._reply(ident, msg.error("MODEL_UNAVAILABLE", f"{type(exc).__name__}: {exc}"),
-                        "INFER", "error")
+            self._refuse(ident, msg.id, "INFER", "MODEL_UNAVAILABLE",
+                         f"{type(exc).__name__}: {exc}")
             return None
         if len(msg.tensors) != 1 or msg.tensors[0].dtype != np.uint8 \
                 or msg.tensors[0].ndim != 4 or msg.tensors[0].shape[1:] != model.spec.shape:
             shapes = [f"{t.dtype}{list(t.shape)}" for t in msg.tensors]
-            self._reply(ident, msg.error("BAD_SHAPE", f"model {model.version} takes one uint8 "
-                                         f"[N, {', '.join(map(str, model.spec.shape))}] tensor, "
-                                         f"got {shapes}"), "INFER", "error")
+            self._refuse(ident, msg.id, "INFER", "BAD_SHAPE", f"model {model.version} takes one "
+                         f"uint8 [N, {', '.join(map(str, model.spec.shape))}] tensor, got {shapes}")
             return None
-        return Pending(ident, msg.id, msg.tensors[0].shape[0], model.version, msg.deadline, msg)
+        deadline = None if msg.ttl is None else time.monotonic() + msg.ttl  # this rank's clock
+        return Pending(ident, msg.id, msg.tensors[0].shape[0], model.version, deadline, msg)
+
+    def _cancel(self, ident: Any, msg: Message) -> None:
+        """Withdraw a request of the same peer that is still waiting here (its sender re-sent it
+        elsewhere after its own deadline), so it is not computed twice."""
+        target = msg.meta.get("request")
+        peer = _peer(ident)
+        keep = [p for p in self._pending
+                if not (p.request_id == target and _peer(p.ident) == peer)]
+        gone = len(self._pending) - len(keep)
+        self._pending[:] = keep  # the same list the loop is filling
+        if gone:
+            self.metrics.count("INFER", "cancelled")
+        self._reply(ident, msg.reply(Op.ACK, rank=self.rank, cancelled=gone), "CANCEL",
+                    "ok" if gone else "unknown")
 
     # -- inference --------------------------------------------------------------------------------
     def _infer(self, batch: list[Pending], received: dict[int, float]) -> None:

@@ -12,7 +12,8 @@ from tests.chaos.harness import RESULTS
 from tests.chaos.test_fuzz import FIGURES
 
 ORDER = ("rank_kill", "all_ranks_kill", "rank_sigstop", "driver_kill", "python_worker_kill",
-         "broker_outage", "bad_checksum_promotion", "retrain_kill", "hostile_input", "poison_pill")
+         "broker_outage", "bad_checksum_promotion", "retrain_kill", "hostile_input", "poison_pill",
+         "hostile_peer")
 
 
 def _s(v: object) -> str:
@@ -48,7 +49,11 @@ def table(profile: str) -> list[str]:
                              f"slowest batch {_s(r.get('max_batch_s'))} s",
             "poison_pill": "dead letters of " + " and ".join(
                 f"{b:,}" for b in r.get("pill_bytes", [])) + " bytes written whole; the stream "
-                "never stopped"}[fault]
+                "never stopped",
+            "hostile_peer": f"{r.get('hostile_messages')} hostile messages in "
+                            f"{r.get('bursts')} bursts, every one answered; "
+                            f"{_s(r.get('rank_counted_forbidden'))} control ops refused "
+                            f"FORBIDDEN; {r.get('restarts')} relaunches"}[fault]
         recovery = None if fault in ("hostile_input", "poison_pill") else r["recovery_s"]
         stall = None if fault in ("hostile_input", "poison_pill") else r["stall_s"]
         out.append(f"| {r['what']} | {r['frames_in']} | {r['predictions']} | "

@@ -3,8 +3,11 @@ messages (mpi_workers.protocol, and a live serving loop behind a real socket).
 
 A seeded mutational fuzzer (bit flips, byte sets at the header, insertions, deletions, cuts,
 splices of two inputs) over valid seeds: Fashion-MNIST in four formats, the unusual-but-valid
-catalogue, the hostile catalogue, and encoded protocol messages. A frame may only decode or be
-rejected (FrameRejected); a message may only parse or raise ProtocolError; the live rank must
+catalogue, the hostile catalogue, and encoded protocol messages. Messages are also generated
+structurally (:func:`structured_message`): well-formed headers whose tensor specs have zero, huge,
+negative, bool or float dimensions, too many dimensions, any dtype, with empty or matching
+buffers, and control ops (SHUTDOWN, END, CANCEL) without the gang's token. A frame may only decode
+or be rejected (FrameRejected); a message may only parse or raise ProtocolError; the live rank must
 answer a PING after every burst. Anything else is a crash and fails the test.
 
 Budget: ``FRAMESTREAM_FUZZ_SECONDS`` per target (default 10 in CI; ``make chaos`` gives 120).
@@ -21,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import msgpack
 import numpy as np
 import pytest
 import torch
@@ -34,7 +38,7 @@ from framestream.paths import state_dir
 from models.spec import PreprocessSpec
 from mpi_workers.metrics import RankMetrics
 from mpi_workers.model_cache import ModelCache
-from mpi_workers.protocol import Message, Op, ProtocolError, decode, encode
+from mpi_workers.protocol import DTYPES, VERSION, Message, Op, ProtocolError, decode, encode
 from mpi_workers.server_loop import RankServer
 
 pytestmark = [pytest.mark.chaos]
@@ -123,7 +127,7 @@ def test_fuzz_the_frame_decoder() -> None:
 
 def message_seeds() -> list[list[bytes]]:
     img = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28, 1)
-    msgs = [Message(Op.INFER, 7, (img,), "random-fashion_cnn", time.time() + 60),
+    msgs = [Message(Op.INFER, 7, (img,), "random-fashion_cnn", ttl=60.0),
             Message(Op.TRAIN, "t", (img, np.array([1, 2], np.int64))), Message(Op.PING, "p"),
             Message(Op.RESULT, 3, (np.ones((2, 10), np.float32),), "v1", None, {"rank": 0})]
     return [[bytes(f) for f in encode(m)] for m in msgs]
@@ -146,12 +150,52 @@ def mutate_message(rng: random.Random, seeds: list[list[bytes]]) -> list[bytes]:
     return parts or [b""]
 
 
+HUGE_DIMS = (2**31 - 1, 2**31, 2**32, 2**39, 2**62, 2**63 - 1, 2**63, 2**64 - 1)
+
+
+def structured_dim(rng: random.Random) -> object:
+    r = rng.random()
+    if r < 0.35:
+        return rng.choice((0, 1, 2, 3, 28))
+    if r < 0.65:
+        return rng.choice(HUGE_DIMS)
+    if r < 0.75:
+        return rng.randint(-2**63, -1)
+    return rng.choice((True, False, 1.0, 0.0, float("inf"), "7", None, [1]))
+
+
+def structured_message(rng: random.Random) -> list[bytes]:
+    """A well-formed header with crafted tensor specs, or a control op without the token."""
+    if rng.random() < 0.15:
+        op = rng.choice(("SHUTDOWN", "END", "CANCEL"))
+        meta = rng.choice(({}, {"token": ""}, {"token": "guess"}, {"token": 5},
+                           {"request": rng.choice((7, "x", [1]))}))
+        return [msgpack.packb({"v": VERSION, "op": op, "id": "c", "tensors": [], "meta": meta})]
+    specs, buffers = [], []
+    for _ in range(rng.randint(1, 3)):
+        ndim = rng.choice((0, 1, 2, 4, 4, 8, 9, 16))
+        shape = [structured_dim(rng) for _ in range(ndim)]
+        dtype = rng.choice(sorted(DTYPES) + ["object", "float128", "U4", ""])
+        specs.append({"dtype": dtype, "shape": shape})
+        small = all(type(d) is int and 0 <= d <= 28 for d in shape) and dtype in DTYPES
+        n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize if small else 0
+        buffers.append(b"\x00" * n if small and n <= 1 << 16 and rng.random() < 0.7 else b"")
+    header = {"v": VERSION, "op": rng.choice(("INFER", "INFER", "TRAIN", "PING")), "id": "s",
+              "tensors": specs, "model": rng.choice((None, "random-fashion_cnn")),
+              "ttl": rng.choice((None, 0.0, 30.0)), "meta": {}}
+    return [msgpack.packb(header), *buffers]
+
+
+def any_message(rng: random.Random, seeds: list[list[bytes]]) -> list[bytes]:
+    return structured_message(rng) if rng.random() < 0.5 else mutate_message(rng, seeds)
+
+
 def test_fuzz_the_wire_decoder() -> None:
     seeds = message_seeds()
 
     def one(rng: random.Random) -> str:
         try:
-            msg = decode(mutate_message(rng, seeds), max_bytes=1 << 20)
+            msg = decode(any_message(rng, seeds), max_bytes=1 << 20)
         except ProtocolError as exc:
             return f"refused:{exc.code}"
         return f"parsed:{msg.op.value}"
@@ -180,7 +224,7 @@ def test_fuzz_a_live_rank_over_its_socket() -> None:
 
     def one(rng: random.Random) -> str:
         for _ in range(20):
-            dealer.send_multipart(mutate_message(rng, seeds))
+            dealer.send_multipart(any_message(rng, seeds))
         dealer.send_multipart(encode(Message(Op.PING, "alive")))
         replies = Counter()
         deadline = time.monotonic() + 10

@@ -171,7 +171,7 @@ def test_malformed_and_control_messages(two_ranks) -> None:
         assert sock.poll(5000)
         pong = decode(sock.recv_multipart())
         assert pong.op is Op.PONG and pong.model == VERSION and pong.meta["rank"] == 0
-        sock.send_multipart(encode(Message(Op.INFER, "late", (frames(2),), VERSION, deadline=1.0)))
+        sock.send_multipart(encode(Message(Op.INFER, "late", (frames(2),), VERSION, ttl=0.0)))
         assert sock.poll(5000)
         assert decode(sock.recv_multipart()).meta["code"] == "EXPIRED"
         sock.send_multipart(encode(Message(Op.INFER, "ok", (frames(3),), VERSION)))
