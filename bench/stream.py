@@ -175,14 +175,13 @@ def rounds(bench: phases.Bench, ctx: lineup.Context, chosen: dict[str, dict[str,
                 "sweep": res["sweeps"][name], **fair.aggregate(samples[name])}
         run.save()
         fs_lane = lanes.get("framestream")
-        if fs_lane is not None and "latency" in p["phases"]:
-            top = res["pipelines"]["framestream"]["frames_per_s"]["median"]
+        top = res["pipelines"].get("framestream", {}).get("frames_per_s", {}).get("median")
+        if fs_lane is not None and top and "latency" in p["phases"]:
             res["latency"] = {"max_frames_per_s": top, "config": chosen["framestream"],
                               "loads": phases.latency(bench, fs_lane, top, p["loads"],
                                                       p["latency_s"])}
-        if fs_lane is not None and "breakdown" in p["phases"]:
-            count = int(min(p["frames"], 2 * top * p["burst_s"])) if "latency" in p["phases"] \
-                else p["frames"]
+        if fs_lane is not None and top and "breakdown" in p["phases"]:
+            count = int(min(p["frames"], max(p["warmup_frames"], 2 * top * p["burst_s"])))
             res["breakdown"] = phases.breakdown(bench, fs_lane, ctx.work / "breakdown", count,
                                                 CORES)
             res["breakdown"]["config"] = chosen["framestream"]
