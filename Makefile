@@ -59,10 +59,10 @@ lock:
 clean-state: down
 	rm -rf .state
 
-# Benchmarks (bench/, not tests): the quick profiles, then the README's Performance section.
-# Full grids: python -m bench.stream --help, python -m bench.retrain --help.
+# Benchmarks (bench/, not tests): the fair bench (quick profile: every pipeline at its own best,
+# 5 interleaved rounds, frame-by-frame agreement), then the README's Performance section from it.
+# Wider sweeps: python -m bench.stream --profile full; retraining: python -m bench.retrain --quick.
 .PHONY: bench
 bench: up
-	@$(PY) -m bench.stream --quick
-	@$(PY) -m bench.retrain --quick
+	@$(PY) -m bench.stream --profile quick
 	@$(PY) -m bench.report

@@ -3,8 +3,9 @@
 ``fashion``: Fashion-MNIST test images as JPEG (quality 90, ~700 B), served by the 2-conv
 ``fashion_cnn``. ``imagenet``: ImageNet-sized frames, 256x256 RGB JPEGs of ~26 KB (each a
 Fashion-MNIST image upscaled, tinted, on a gradient, with sensor-like noise; seeded), resized to
-224x224 by the same ETL code and served by a torchvision ResNet-18. Both nets are random-init from
-seed 0 (nothing downloaded): every pipeline builds the same weights with :func:`model`.
+224x224 by the same ETL code and served by a torchvision ResNet-18. The fair bench
+(:mod:`bench.stream`) loads a trained registry version in every pipeline with :func:`model`; the
+speed-only ceilings use the nets' seed-0 random weights (nothing downloaded).
 """
 
 from __future__ import annotations
@@ -38,15 +39,19 @@ class FrameSet:
     def mean_bytes(self) -> float:
         return float(np.mean([len(v) for v in self.values]))
 
-    def frames(self, count: int, sources: int = 4, start: int = 0) -> Iterator[Frame]:
-        """``count`` frames cycling over the set; capture time stamped as each one is sent."""
-        run = uuid.uuid4().hex[:8]
+    def frames(self, count: int, keys: list[str], start: int = 0,
+               run: str | None = None) -> Iterator[Frame]:
+        """``count`` frames cycling over the set from ``start``, keyed round-robin over ``keys``
+        (:func:`bench.fair.partition_keys`: one key per partition, so every partition gets an
+        equal share); frame ``i`` has id ``<run>-<start + i>`` (its set index modulo the set
+        size); capture time stamped as each one is sent."""
+        run = run or uuid.uuid4().hex[:8]
         n = len(self.values)
         for i in range(count):
             j = (start + i) % n
-            yield Frame(key=f"cam-{i % sources}", value=self.values[j], frame_id=f"{run}-{i}",
-                        capture_ts=time.time(), fmt="jpeg", label=self.labels[j],
-                        sample=f"bench:{self.name}:{j}")
+            yield Frame(key=keys[i % len(keys)], value=self.values[j],
+                        frame_id=f"{run}-{start + i}", capture_ts=time.time(), fmt="jpeg",
+                        label=self.labels[j], sample=f"bench:{self.name}:{j}")
 
 
 @lru_cache(maxsize=4)
@@ -84,9 +89,11 @@ def spec(name: str):  # noqa: ANN201 - PreprocessSpec, imported lazily
     return DEFAULT_SPECS[NETS[name]]
 
 
-def model(name: str, threads: int | None = None, device: str = "cpu"):  # noqa: ANN201
-    """The set's net with the seed-0 random weights every pipeline uses (as the ranks'
-    ``random-<net>`` version), in eval mode, wrapped as the ranks' ``LoadedModel``."""
+def model(name: str, threads: int | None = None, device: str = "cpu",  # noqa: ANN201
+          version: str | None = None, registry: str | None = None):
+    """The set's net as the ranks' ``LoadedModel``, in eval mode: registry ``version`` (loaded
+    and checksummed exactly as the ranks load it) when given, else the seed-0 random weights of
+    the ranks' ``random-<net>`` version (speed-only ceilings)."""
     import torch
 
     from models.nets import build
@@ -94,6 +101,10 @@ def model(name: str, threads: int | None = None, device: str = "cpu"):  # noqa: 
 
     if threads:
         torch.set_num_threads(threads)
+    if version and not version.startswith("random-"):
+        from mpi_workers.model_cache import ModelCache
+
+        return ModelCache(registry, device, default=version).get(version)
     torch.manual_seed(0)  # exactly what ModelCache does for random-<net>
     net = build(NETS[name]).eval().to(device)
     return LoadedModel(f"random-{NETS[name]}", net, spec(name), device)

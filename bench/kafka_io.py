@@ -5,14 +5,16 @@ same frames) and writes JSON predictions with ``topic``, ``partition``, ``offset
 ``class_index``, ``capture_ts`` and ``prediction_ts`` to its own output topic. One burst:
 
 - publish ``count`` frames as fast as kafka-python goes (or at ``rate`` frames/s), each stamped
-  with its capture time as it is sent;
+  with its capture time as it is sent, keyed so that every partition gets an equal share
+  (:func:`bench.fair.partition_keys`); what landed per partition is read back from the topic;
 - wait until ``count`` predictions are on the output topic;
-- frames/s = count / (last prediction's Kafka timestamp - first frame's capture time), the same
-  clock and the same definition for every pipeline; latency per frame = its prediction's Kafka
-  timestamp - its capture time (``*_pred_ts`` figures use the pipeline's own ``prediction_ts``);
+- frames/s = distinct frames / (last ``prediction_ts`` - start), start being the resume of a
+  paused pipeline (throughput bursts) or the first frame's capture time (paced bursts); latency
+  per frame = its prediction's Kafka timestamp - its capture time (``*_pred_ts`` figures use the
+  pipeline's own ``prediction_ts``);
 - throughput bursts pause the pipeline (SIGSTOP) while the frames are published and resume it
-  when they are all on the topic: the pipeline drains a backlog with the machine to itself, and
-  frames/s counts from the resume to the last prediction.
+  when they are all on the topic: the pipeline drains a backlog with the machine to itself
+  (see :data:`bench.fair.TIMING`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from bench.common import percentile
+from bench.fair import partition_keys
 from bench.frameset import FrameSet
 from framestream import results
 from framestream.producer import ProducerSettings, make_producer, publish_frames
@@ -96,22 +99,31 @@ class Outputs:
 
 @dataclass
 class Publisher:
-    """One kafka-python producer reused for every burst (framestream's producer settings)."""
+    """One kafka-python producer reused for every burst (framestream's producer settings), keying
+    frames round-robin over one key per partition of a ``partitions``-partition topic."""
 
     bootstrap: str
+    partitions: int = 4
+    run: str = ""
 
     def __post_init__(self) -> None:
         self.settings = ProducerSettings.load(linger_ms=5)
         self.producer = make_producer(self.bootstrap, self.settings, max_request_bytes=4 << 20)
+        self.keys = partition_keys(self.partitions)
+        self.run = self.run or new_run_id()
 
     def send(self, fs: FrameSet, topic: str, count: int, rate: float = 0.0,
              start: int = 0) -> dict[str, Any]:
-        summary = publish_frames(self.bootstrap, topic, fs.frames(count, start=start), rate=rate,
+        before = results.end_offsets(self.bootstrap, topic)
+        frames = fs.frames(count, self.keys, start=start, run=self.run)
+        summary = publish_frames(self.bootstrap, topic, frames, rate=rate,
                                  settings=self.settings, producer=self.producer)
         if summary.failed:
             raise RuntimeError(f"publishing to {topic}: {summary.line()}")
+        after = results.end_offsets(self.bootstrap, topic)
         return {"sent": summary.sent, "seconds": round(summary.seconds, 3),
-                "frames_per_s": round(summary.frames_per_s, 1), "bytes": summary.bytes}
+                "frames_per_s": round(summary.frames_per_s, 1), "bytes": summary.bytes,
+                "per_partition": {str(p): after[p] - before.get(p, 0) for p in sorted(after)}}
 
     def close(self) -> None:
         self.producer.close(timeout=10)
@@ -138,8 +150,11 @@ def burst(pub: Publisher, fs: FrameSet, topic_in: str, out: Outputs, count: int,
     out.wait(since, count, timeout, alive)
     if on_done is not None:
         on_done()  # before reading the predictions back (that costs this process CPU)
+    records = out.read(since, count)
     return {"count": count, "rate": rate, "producer": sent, "backlog": gate is not None,
-            **summarize(out.read(since, count), count, resumed if gate is not None else None)}
+            "started": resumed if gate is not None else None,
+            **summarize(records, count, resumed if gate is not None else None),
+            "records": records}
 
 
 def summarize(records: list[Any], count: int, started: float | None = None) -> dict[str, Any]:
@@ -153,8 +168,8 @@ def summarize(records: list[Any], count: int, started: float | None = None) -> d
     lat_kafka = [ts - p["capture_ts"] for p, ts in preds if p.get("capture_ts") is not None]
     lat_pred = [p["prediction_ts"] - p["capture_ts"] for p, _ in preds
                 if p.get("capture_ts") is not None]
-    first, last = started or min(capture), max(ts for _, ts in preds)
-    last_pred = max(p["prediction_ts"] for p, _ in preds)
+    first, last_kafka = started or min(capture), max(ts for _, ts in preds)
+    last = max(p["prediction_ts"] for p, _ in preds)
     labelled = [p for p, _ in preds if p.get("label") is not None]
     correct = sum(p["class_index"] == p["label"] for p in labelled)
 
@@ -165,8 +180,8 @@ def summarize(records: list[Any], count: int, started: float | None = None) -> d
     return {"predictions": len(preds), "duplicates": len(records) - len(preds),
             "seconds": round(last - first, 3),
             "frames_per_s": round(len(preds) / (last - first), 1) if last > first else None,
-            "frames_per_s_pred_ts": (round(len(preds) / (last_pred - first), 1)
-                                     if last_pred > first else None),
+            "frames_per_s_kafka_ts": (round(len(preds) / (last_kafka - first), 1)
+                                      if last_kafka > first else None),
             "latency_p50_s": pct(lat_kafka, 50), "latency_p95_s": pct(lat_kafka, 95),
             "latency_p99_s": pct(lat_kafka, 99), "latency_max_s": pct(lat_kafka, 100),
             "latency_p50_s_pred_ts": pct(lat_pred, 50), "latency_p99_s_pred_ts": pct(lat_pred, 99),

@@ -94,14 +94,14 @@ class Ranks(Pausable):
     config: dict[str, Any] = field(default_factory=dict)
 
     def start(self, ranks: int, max_batch: int, threads: int, version: str,
-              device: str = "cpu", timeout: float = 120.0) -> float:
+              device: str = "cpu", timeout: float = 120.0, registry: str | None = None) -> float:
         """Launch and wait for the new generation; returns the seconds it took."""
         self.stop()
         started = time.monotonic()
         before = endpoints_mod.read(self.endpoints_file)
         args = ["--max-batch", str(max_batch), "--threads", str(threads), "--version", version,
                 "--endpoints-file", str(self.endpoints_file), "--metrics-port", "-1",
-                "--device", device]
+                "--device", device, *(["--registry", registry] if registry else [])]
         cmd = mpirun_cmd(ranks, "mpi_workers.serve", args, oversubscribe=True)
         log_path = self.log_dir / f"ranks-{ranks}x{threads}-b{max_batch}.log"
         with open(log_path, "ab") as out:
@@ -148,6 +148,7 @@ class Framestream(Pausable):
     credits: int = 2
     trigger_s: float = 0.5
     max_offsets: int = 20000
+    registry: str | None = None
     name: str = "framestream"
     proc: subprocess.Popen[Any] | None = None
     startup_s: float | None = None
@@ -168,7 +169,8 @@ class Framestream(Pausable):
                "--checkpoint", str(self.work / "checkpoint"), "--starting-offsets", "earliest",
                "--chunk-frames", str(self.chunk_frames), "--credits", str(self.credits),
                "--trigger-interval", str(self.trigger_s),
-               "--max-offsets-per-trigger", str(self.max_offsets), "--ready-file", str(ready)]
+               "--max-offsets-per-trigger", str(self.max_offsets), "--ready-file", str(ready),
+               *(["--registry", self.registry] if self.registry else [])]
         started = time.monotonic()
         with open(self.work / "stream.log", "ab") as out:
             self.proc = subprocess.Popen(cmd, env=child_env(), stdout=out,

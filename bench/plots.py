@@ -23,49 +23,22 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def grid_plot(set_name: str, grid: dict[str, Any], ceilings: dict[str, Any] | None,
-              path: Path, title: str = "") -> None:
-    cells = grid["cells"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for b in sorted({c["max_batch"] for c in cells}):
-        pts = sorted((c["ranks"], c["frames_per_s"] or 0) for c in cells if c["max_batch"] == b)
-        ax.plot([r for r, _ in pts], [f for _, f in pts], marker="o", label=f"max batch {b}")
-    if ceilings:
-        ax.axhline(ceilings["best"]["model_only"], ls="--", c="grey", lw=1,
-                   label=f"model-only best ({ceilings['best']['model_only']:.0f})")
-        ax.axhline(ceilings["shared_cores_limit"], ls=":", c="black", lw=1,
-                   label=f"decode+model sharing cores ({ceilings['shared_cores_limit']:.0f})")
-    ax.set_xlabel("ranks")
-    ax.set_xticks(sorted({c["ranks"] for c in cells}))
-    ax.set_ylabel("frames/s, end to end (Kafka → predictions)")
-    ax.set_title(title or f"framestream throughput: {set_name}")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def compare_plot(set_name: str, peers: dict[str, Any], ceilings: dict[str, Any] | None,
-                 path: Path) -> None:
-    names = [n for n in PEER_NAMES if n in peers]
-    values = [peers[n]["frames_per_s"] or 0 for n in names]
-    labels = [PEER_NAMES[n] for n in names]
-    colors = ["tab:blue"] + ["tab:orange"] * (len(names) - 1)
-    if ceilings:
-        for key, label in (("model_only", "model only"), ("decode_only", "decode only")):
-            labels.append(f"ceiling:\n{label}")
-            values.append(ceilings["best"][key])
-            colors.append("lightgrey")
-    fig, ax = plt.subplots(figsize=(7.6, 4.2))
-    bars = ax.bar(range(len(values)), values, color=colors)
-    for bar, v in zip(bars, values):
-        ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.0f}", ha="center", va="bottom",
+def fair_plot(pipelines: dict[str, Any], path: Path) -> None:
+    """Median frames/s per pipeline with its min..max over the rounds as an error bar."""
+    names = [n for n in PEER_NAMES if n in pipelines]
+    fps = [pipelines[n]["frames_per_s"] for n in names]
+    med = [f["median"] or 0 for f in fps]
+    err = [[m - (f["min"] or m) for m, f in zip(med, fps)],
+           [(f["max"] or m) - m for m, f in zip(med, fps)]]
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    bars = ax.bar(range(len(names)), med, yerr=err, capsize=6,
+                  color=["tab:blue" if n == "framestream" else "tab:orange" for n in names])
+    for bar, v in zip(bars, med):
+        ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.0f}", ha="left", va="bottom",
                 fontsize=8)
-    ax.set_xticks(range(len(values)), labels, fontsize=7)
-    ax.set_ylabel("frames/s (median of interleaved bursts)")
-    if ceilings and max(values) > 4 * max(values[:len(names)] or [1]):
-        ax.set_yscale("log")
-    ax.set_title(f"same frames, model and cores: {set_name}")
+    ax.set_xticks(range(len(names)), [PEER_NAMES[n] for n in names], fontsize=7)
+    ax.set_ylabel("frames/s (median; bar: min..max of the rounds)")
+    ax.set_title("same frames, model, cores; each pipeline at its own best setting")
     _save(fig, path)
 
 
@@ -104,19 +77,15 @@ def breakdown_plot(bd: dict[str, Any], path: Path) -> None:
 def stream_plots(run: Any) -> None:
     """Every plot of a ``bench.stream`` run, named after it; failures are logged, not raised."""
     res = run.results
-    for set_name, r in res.get("sets", {}).items():
-        ceil = res.get("ceilings", {}).get(set_name)
-        try:
-            if r.get("grid"):
-                grid_plot(set_name, r["grid"], ceil, run.png(f"grid-{set_name}"))
-            if r.get("peers"):
-                compare_plot(set_name, r["peers"], ceil, run.png(f"peers-{set_name}"))
-            if r.get("latency"):
-                latency_plot(r["latency"], run.png(f"latency-{set_name}"))
-            if r.get("breakdown"):
-                breakdown_plot(r["breakdown"], run.png(f"breakdown-{set_name}"))
-        except Exception as exc:  # a plot must never lose the measurements
-            log.exception("plotting %s failed: %s", set_name, exc)
+    try:
+        if res.get("pipelines"):
+            fair_plot(res["pipelines"], run.png("fair"))
+        if res.get("latency"):
+            latency_plot(res["latency"], run.png("latency"))
+        if res.get("breakdown"):
+            breakdown_plot(res["breakdown"], run.png("breakdown"))
+    except Exception as exc:  # a plot must never lose the measurements
+        log.exception("plotting failed: %s", exc)
 
 
 def retrain_plot(rows: list[dict[str, Any]], path: Path, target: float) -> None:

@@ -1,257 +1,239 @@
-"""framestream end to end against its ceilings and its peers, in one run on the same frames.
+"""The fair bench: framestream against the pipelines a user would pick instead, each at its own
+best, on the same frames, registry model and cores, checked frame by frame against the model.
 
-    python -m bench.stream --quick            # the profile `make bench` runs (~10 min, 2 cores)
-    python -m bench.stream                    # the full grids (ranks 1,2,4 x batch 1..256, both sets)
-    python -m bench.stream --device cuda --ranks 1,2,4,8,12   # a GPU machine: ranks share the GPU
+    python -m bench.stream --profile smoke    # ~500 frames, 2 rounds: proves the code (minutes)
+    python -m bench.stream --profile quick    # what `make bench` runs: 5 rounds, small sweeps
+    python -m bench.stream --profile full     # 7 rounds, wider sweeps, latency and breakdown
 
-Phases (``--phases``, default all): ``ceilings`` (model-only, decode-only, transport-only),
-``grid`` (Kafka -> Spark -> ZeroMQ -> ranks -> Kafka over ranks x max batch: the Kafka + Ray
-paper's experiment), ``peers`` (framestream at its best cell beside Spark's predict_batch_udf, Ray
-actors with kafka-python, and one plain Python process, interleaved repeats), ``latency``
-(producer paced at fractions of the best measured frames/s), ``breakdown`` (where the CPU goes in
-one burst). Writes ``bench/results/stream-<timestamp>.json`` and its PNGs; ``python -m
-bench.report`` puts them in the README.
+Steps: a trained registry model (reused when the registry serves one; else ``mpirun -n 2
+jobs/retrain.py``); the model alone on the decoded frames (the reference classes, near-ties
+counted apart); per pipeline a sweep of its own settings (each point: restart, warm-up, bursts;
+the best median wins); then every pipeline started once at its chosen setting, warmed alike, and
+``rounds`` interleaved rounds in a seeded random order. Frames are spread over every partition.
+Timing and warm-up are defined in :mod:`bench.fair` and written into the JSON's ``params``.
+Writes ``bench/results/fair-<timestamp>.json`` and its PNGs; ``python -m bench.report`` renders
+the README's Performance section from the newest such file.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
+import time
 from typing import Any
 
-from bench import kafka_io, phases, plots
-from bench.breakdown import Profile, broker_pids, summarize
-from bench.ceilings import CORES, measure, threads_for
-from bench.common import GPU_PENDING, Run, loadavg, ratio, setup_logging
-from bench.frameset import frame_set
-from bench.pipelines import Framestream, Peer
+import numpy as np
+
+from bench import fair, kafka_io, lineup, phases, plots
+from bench.ceilings import CORES
+from bench.common import Run, loadavg, ratio, setup_logging
+from bench.frameset import frame_set, model
 from framestream.config import KafkaSettings
 
 log = logging.getLogger(__name__)
-PHASES = ("ceilings", "grid", "peers", "latency", "breakdown")
-QUICK = {"ranks": "1,2,4", "batches": "1,20,256", "imagenet_ranks": "1,2",
-         "imagenet_batches": "1,20", "frames": {"fashion": 8000, "imagenet": 128},
-         "warmup_frames": {"fashion": 500, "imagenet": 16}, "repeats": 1, "peer_repeats": 2,
-         "peer_sets": "fashion", "latency_s": 15.0, "ceiling_s": 2.0, "burst_s": 4.0}
-FULL = {"ranks": "1,2,4", "batches": "1,5,10,20,64,256", "imagenet_ranks": "1,2,4",
-        "imagenet_batches": "1,5,10,20,64,256", "frames": {"fashion": 30000, "imagenet": 400},
-        "warmup_frames": {"fashion": 2000, "imagenet": 32}, "repeats": 3, "peer_repeats": 3,
-        "peer_sets": "fashion,imagenet", "latency_s": 60.0, "ceiling_s": 5.0, "burst_s": 15.0}
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"frames": 500, "warmup_frames": 200, "rounds": 2, "sweep_bursts": 1,
+              "phases": "fair", "latency_s": 10.0, "ceiling_s": 1.0, "burst_s": 3.0},
+    "quick": {"frames": 8000, "warmup_frames": 1000, "rounds": 5, "sweep_bursts": 2,
+              "phases": "fair,latency,breakdown", "latency_s": 15.0, "ceiling_s": 2.0,
+              "burst_s": 4.0},
+    "full": {"frames": 20000, "warmup_frames": 2000, "rounds": 7, "sweep_bursts": 3,
+             "phases": "fair,ceilings,latency,breakdown", "latency_s": 60.0, "ceiling_s": 5.0,
+             "burst_s": 15.0},
+}
 
 
-def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
+def parse(argv: list[str] | None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m bench.stream", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="the `make bench` profile")
-    p.add_argument("--sets", default="fashion,imagenet", help="frame sets (fashion, imagenet)")
-    p.add_argument("--phases", default=",".join(PHASES))
-    p.add_argument("--ranks", help="fashion grid ranks (quick 1,2,4; full 1,2,4)")
-    p.add_argument("--batches", help="fashion grid max batch (quick 1,20,256; full 1,5,...,256)")
-    p.add_argument("--imagenet-ranks")
-    p.add_argument("--imagenet-batches")
-    p.add_argument("--frames", type=int, help="frames per measured burst (fashion)")
-    p.add_argument("--repeats", type=int, help="measured bursts per grid cell")
-    p.add_argument("--peer-sets", help="frame sets the peers run on")
+    p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    p.add_argument("--pipelines", default=",".join(lineup.PIPELINES))
+    p.add_argument("--phases", help="fair plus any of ceilings, latency, breakdown")
+    p.add_argument("--frames", type=int, help="frames per timed burst")
+    p.add_argument("--warmup-frames", type=int, help="frames of the untimed warm-up burst")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (>= 5 outside smoke)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the rounds' random order")
+    p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--loads", default="0.25,0.5,0.75", help="latency: fractions of max frames/s")
-    p.add_argument("--latency-seconds", type=float)
-    p.add_argument("--chunk-frames", type=int, default=256)
-    p.add_argument("--credits", type=int, default=2)
     p.add_argument("--trigger-interval", type=float, default=0.5)
+    p.add_argument("--registry", help="registry root (default: the state dir's)")
+    p.add_argument("--train-epochs", type=int, default=2,
+                   help="epochs of the first version when the registry serves none")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     a = p.parse_args(argv)
-    prof = dict(QUICK if a.quick else FULL)
-    for key in ("ranks", "batches", "imagenet_ranks", "imagenet_batches", "peer_sets"):
-        if getattr(a, key):
-            prof[key] = getattr(a, key)
-    if a.frames:
-        prof["frames"] = {**prof["frames"], "fashion": a.frames}
-    if a.repeats:
-        prof["repeats"] = prof["peer_repeats"] = a.repeats
-    if a.latency_seconds:
-        prof["latency_s"] = a.latency_seconds
-    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    prof = PROFILES[a.profile]
     params = {
-        "sets": a.sets.split(","), "phases": a.phases.split(","),
-        "grid": {"fashion": {"ranks": ints(prof["ranks"]), "batches": ints(prof["batches"])},
-                 "imagenet": {"ranks": ints(prof["imagenet_ranks"]),
-                              "batches": ints(prof["imagenet_batches"])}},
-        "frames": prof["frames"], "warmup_frames": prof["warmup_frames"],
-        "repeats": prof["repeats"], "peer_repeats": prof["peer_repeats"],
-        "peer_sets": prof["peer_sets"].split(","), "loads": [float(x) for x in a.loads.split(",")],
-        "latency_s": prof["latency_s"], "ceiling_s": prof["ceiling_s"],
-        "burst_s": prof["burst_s"],
-        "chunk_frames": a.chunk_frames, "credits": a.credits, "trigger_s": a.trigger_interval,
-        "device": a.device, "cores": CORES, "torch_threads": "max(1, cores // processes) per "
-        "rank / model-only process; 1 per peer worker process (2 for the one-process peer)",
-        "throughput": "backlog bursts: the pipeline is paused (SIGSTOP) while the burst is "
-                      "published, every other pipeline stays paused; frames/s from resume to the "
-                      "last prediction's Kafka timestamp",
-        "warmup": "one ungated burst per pipeline and per grid cell before measuring, excluded",
+        "profile": a.profile, "set": "fashion", "pipelines": a.pipelines.split(","),
+        "phases": (a.phases or prof["phases"]).split(","),
+        "frames": a.frames or prof["frames"],
+        "warmup_frames": a.warmup_frames or prof["warmup_frames"],
+        "rounds": a.rounds or prof["rounds"], "sweep_bursts": prof["sweep_bursts"],
+        "seed": a.seed, "partitions": a.partitions,
+        "loads": [float(x) for x in a.loads.split(",")], "latency_s": prof["latency_s"],
+        "ceiling_s": prof["ceiling_s"], "burst_s": prof["burst_s"],
+        "trigger_s": a.trigger_interval, "registry": a.registry, "train_epochs": a.train_epochs,
+        "device": a.device, "cores": CORES, "near_tie": fair.NEAR_TIE,
+        "sweeps": lineup.sweeps(a.profile, CORES),
+        "timing": fair.TIMING, "warmup": fair.WARMUP,
+        "choice": "each pipeline runs at the sweep point with the best median frames/s",
     }
-    return a, params
+    unknown = set(params["pipelines"]) - set(lineup.PIPELINES)
+    if unknown:
+        p.error(f"--pipelines: unknown {sorted(unknown)}; choose from {lineup.PIPELINES}")
+    return params
 
 
-def run_set(run: Run, bench: phases.Bench, set_name: str, kafka: KafkaSettings) -> dict[str, Any]:
-    p = run.params
-    fs = frame_set(set_name)
-    rid = kafka_io.new_run_id()
-    names = {k: kafka_io.topic_names(rid, set_name, k) for k in ("fs-in", "fs-out", "fs-dlq")}
-    peers = ("spark_udf", "ray_actors", "noframe") if set_name in p["peer_sets"] and \
-        "peers" in p["phases"] else ()
-    for peer in peers:
-        names[f"{peer}-in"] = kafka_io.topic_names(rid, set_name, peer, "in")
-        names[f"{peer}-out"] = kafka_io.topic_names(rid, set_name, peer, "out")
-    kafka_io.make_topics(kafka.bootstrap, list(names.values()))
-    res: dict[str, Any] = {"frame_bytes_mean": round(fs.mean_bytes), "frames_in_set": len(fs.values),
-                           "net": fs.net}
-    work = run.scratch(set_name)
-    fsp = Framestream(names["fs-in"], names["fs-out"], names["fs-dlq"], fs.version, work,
-                      p["chunk_frames"], p["credits"], p["trigger_s"])
-    lanes: list[phases.Lane] = []
+def trained_version(registry: str | None, epochs: int) -> dict[str, Any]:
+    """The registry's serving version (trained here with ``mpirun -n 2 jobs/retrain.py`` first
+    when the registry serves none, as ``make demo`` does)."""
+    from models.registry import Registry
+    from mpi_workers.train import ensure_first_version
+
+    reg = Registry(registry)
+    m = ensure_first_version(reg, ranks=2, epochs=epochs)
+    return {"version": m.version, "net": m.net, "registry": str(reg.root),
+            "holdout_accuracy": m.metrics.get("holdout_accuracy"), "sha256": m.sha256}
+
+
+def model_alone(ctx: lineup.Context) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The reference: the same version run directly on every frame of the set, decoded by the
+    stream's own ETL code. Returns (class per frame, near-tie flag per frame, summary)."""
+    from etl.decode import decode_batch
+    from mpi_workers.server_loop import forward
+
+    m = model(ctx.fs.name, threads=CORES, version=ctx.version, registry=ctx.registry)
+    decoded = decode_batch(list(ctx.fs.values), m.spec)
+    if len(decoded.bad_index):
+        raise RuntimeError(f"{len(decoded.bad_index)} frames of the set did not decode")
+    t0 = time.perf_counter()
+    probs = forward(m, decoded.images, 256)
+    seconds = time.perf_counter() - t0
+    classes, ties = fair.reference(probs)
+    labels = np.asarray(ctx.fs.labels)
+    return classes, ties, {
+        "frames": len(classes), "near_ties": int(ties.sum()), "batch": 256, "threads": CORES,
+        "accuracy": round(float((classes == labels).mean()), 5),
+        "frames_per_s": round(len(classes) / seconds, 1)}
+
+
+def sweep(bench: phases.Bench, ctx: lineup.Context, name: str,
+          points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each setting of ``name``: start, warm up, ``sweep_bursts`` timed bursts, stop."""
+    p = bench.params
+    if len(points) == 1:
+        return [{"setting": points[0], "frames_per_s": [], "note": "one point: not swept"}]
+    out = []
+    for k, setting in enumerate(points):
+        lane = lineup.start(name, setting, ctx, f"s{k}")
+        try:
+            bench.lanes = [lane]
+            warm = bench.warm(lane, p["warmup_frames"])
+            samples = [bench.burst(lane, p["frames"]) for _ in range(p["sweep_bursts"])]
+        finally:
+            lineup.stop(lane, ctx.bootstrap)
+        fps = [s["frames_per_s"] for s in samples]
+        log.info("sweep %s %s: %s frames/s", name, setting, fps)
+        out.append({"setting": setting, "frames_per_s": fps,
+                    "startup_s": round(lane.pipeline.startup_s or 0, 2),
+                    "warmup_frames_per_s": warm["frames_per_s"],
+                    "check": [s["check"] for s in samples]})
+    return out
+
+
+def rounds(bench: phases.Bench, ctx: lineup.Context, chosen: dict[str, dict[str, Any]],
+           res: dict[str, Any], run: Run) -> None:
+    """Every pipeline up at its chosen setting, warmed alike, then the interleaved rounds."""
+    p = bench.params
+    names = list(chosen)
+    lanes: dict[str, phases.Lane] = {}
     try:
-        grid = p["grid"][set_name]
-        ranks_s = fsp.ranks.start(grid["ranks"][0], grid["batches"][-1],
-                                  threads_for(grid["ranks"][0]), fs.version, device=p["device"])
-        spark_s = fsp.start()
-        fsp.startup_s = ranks_s + spark_s  # mpirun ranks up, then spark-submit up to the query
-        res["framestream_startup_s"] = {"ranks": round(ranks_s, 2), "spark": round(spark_s, 2)}
-        lane = phases.Lane("framestream", fs, fsp, names["fs-in"],
-                           kafka_io.Outputs(kafka.bootstrap, names["fs-out"]))
-        lanes.append(lane)
-        bench.lanes = lanes
-        if "grid" in p["phases"]:
-            res["grid"] = phases.grid(bench, lane, grid["ranks"], grid["batches"], p["device"])
-            best = res["grid"]["best"]
-        else:
-            best = {"ranks": 2, "threads": 1, "max_batch": 256}
-        if any(ph in p["phases"] for ph in ("peers", "latency", "breakdown")):
-            fsp.ranks.start(best["ranks"], best["max_batch"], best["threads"], fs.version,
-                            device=p["device"])
-        if peers:
-            b = best["max_batch"]
-            specs = {"spark_udf": ["--workers", str(CORES), "--threads", "1",
-                                   "--trigger-interval", str(p["trigger_s"])],
-                     "ray_actors": ["--workers", str(CORES), "--threads", "1"],
-                     "noframe": ["--workers", "1", "--threads", str(CORES)]}
-            for peer in peers:
-                args = ["--set", set_name, "--topic-in", names[f"{peer}-in"], "--topic-out",
-                        names[f"{peer}-out"], "--batch", str(b), *specs[peer]]
-                pp = Peer(peer, f"bench.peers.{peer}", args, work)
-                lanes.append(phases.Lane(peer, fs, pp, names[f"{peer}-in"], None))  # type: ignore[arg-type]
-                for other in lanes[:-1]:
-                    other.pipeline.pause()  # start-up is timed with the machine to itself
-                try:
-                    pp.start()
-                finally:
-                    for other in lanes[:-1]:
-                        other.pipeline.resume()
-                lanes[-1].outputs = kafka_io.Outputs(kafka.bootstrap, names[f"{peer}-out"])
-            res["peers"] = phases.compare(bench, lanes)
-            res["peers_config"] = {"batch": b, "framestream": best, "spark_udf": specs["spark_udf"],
-                                   "ray_actors": specs["ray_actors"], "noframe": specs["noframe"]}
-            for peer_lane in lanes[1:]:
-                peer_lane.pipeline.stop()
-            lanes[1:] = []
-        if "latency" in p["phases"] and set_name == p["sets"][0]:
-            top = (res.get("peers", {}).get("framestream", {}).get("frames_per_s")
-                   or best.get("frames_per_s")
-                   or bench.burst(lane, p["frames"][set_name])["frames_per_s"])
-            res["latency"] = {"max_frames_per_s": top, "config": best,
-                              "loads": phases.latency(bench, lane, top, p["loads"], p["latency_s"])}
-        if "breakdown" in p["phases"] and set_name == p["sets"][0]:
-            res["breakdown"] = breakdown(bench, lane, work, p["frames"][set_name])
-            res["breakdown"]["config"] = best
-    finally:
-        for ln in lanes:
+        for name in names:
+            for other in lanes.values():
+                other.pipeline.pause()  # start-up is timed with the machine to itself
             try:
-                ln.pipeline.stop()
-            except Exception as exc:  # keep stopping the others
-                log.error("stopping %s: %s", ln.name, exc)
-            if ln.outputs is not None:
-                ln.outputs.close()
-        fsp.stop()
-        kafka_io.drop_topics(kafka.bootstrap, list(names.values()))
-    return res
-
-
-def breakdown(bench: phases.Bench, lane: phases.Lane, work: Any, count: int) -> dict[str, Any]:
-    bench.warm(lane, bench.params["warmup_frames"][lane.fs.name])
-    roles = lane.pipeline.pids()
-    roles["broker"] = broker_pids()
-    roles["bench"] = [os.getpid()]
-    profile = Profile(roles, work)
-
-    class Gate:
-        def pause(self) -> None:
-            lane.pipeline.pause()
-
-        def resume(self) -> None:
-            profile.start()
-            lane.pipeline.resume()
-
-    sample = kafka_io.burst(bench.pub, lane.fs, lane.topic_in, lane.outputs, count,
-                            alive=lane.pipeline.alive, start=lane.offset, gate=Gate(),
-                            on_done=profile.stop)
-    lane.offset += count
-    return {"sample": sample, **summarize(profile, count, CORES)}
+                lanes[name] = lineup.start(name, chosen[name], ctx, "rounds")
+            finally:
+                for other in lanes.values():
+                    other.pipeline.resume()
+        bench.lanes = list(lanes.values())
+        warm = {n: bench.warm(lanes[n], p["warmup_frames"]) for n in names}
+        orders = fair.round_orders(names, p["rounds"], p["seed"])
+        res["round_orders"] = orders
+        samples: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+        for r, order in enumerate(orders):
+            for name in order:
+                s = bench.burst(lanes[name], p["frames"])
+                samples[name].append({"round": r, **s})
+                log.info("round %d %s: %s frames/s, check %s", r, name, s["frames_per_s"],
+                         {k: s["check"][k] for k in ("agree", "disagree", "lost", "duplicates")})
+        for name in names:
+            res["pipelines"][name] = {
+                "title": lineup.TITLES[name], "setting": chosen[name],
+                "startup_s": round(lanes[name].pipeline.startup_s or 0, 2),
+                "warmup": {k: warm[name][k] for k in ("count", "seconds", "frames_per_s")},
+                "sweep": res["sweeps"][name], **fair.aggregate(samples[name])}
+        run.save()
+        fs_lane = lanes.get("framestream")
+        top = res["pipelines"].get("framestream", {}).get("frames_per_s", {}).get("median")
+        if fs_lane is not None and top and "latency" in p["phases"]:
+            res["latency"] = {"max_frames_per_s": top, "config": chosen["framestream"],
+                              "loads": phases.latency(bench, fs_lane, top, p["loads"],
+                                                      p["latency_s"])}
+        if fs_lane is not None and top and "breakdown" in p["phases"]:
+            count = int(min(p["frames"], max(p["warmup_frames"], 2 * top * p["burst_s"])))
+            res["breakdown"] = phases.breakdown(bench, fs_lane, ctx.work / "breakdown", count,
+                                                CORES)
+            res["breakdown"]["config"] = chosen["framestream"]
+    finally:
+        for lane in lanes.values():
+            lineup.stop(lane, ctx.bootstrap)
 
 
 def targets(res: dict[str, Any]) -> dict[str, Any]:
-    """The issue's goals, reported (never asserted)."""
-    out: dict[str, Any] = {}
-    for set_name, r in res.get("sets", {}).items():
-        ceil = res.get("ceilings", {}).get(set_name, {})
-        best = max([x for x in (r.get("grid", {}).get("best", {}).get("frames_per_s"),
-                                r.get("peers", {}).get("framestream", {}).get("frames_per_s"))
-                    if x is not None], default=None)
-        t: dict[str, Any] = {"e2e_best": best, "limit": ceil.get("limit"),
-                             "e2e_over_limit": ratio(best, ceil.get("limit")), "goal": 0.8}
-        peers = r.get("peers")
-        if peers:
-            fs_fps = peers["framestream"]["frames_per_s"]
-            for name in ("spark_udf", "ray_actors", "noframe"):
-                t[f"over_{name}"] = ratio(fs_fps, peers.get(name, {}).get("frames_per_s"))
-            t["goal_over_spark_udf"] = 1.2
-        lat = r.get("latency")
-        if lat:
-            half = next((x for x in lat["loads"] if abs(x["load"] - 0.5) < 1e-9), None)
-            t["p99_at_50pct_s"] = half and half["latency_p99_s"]
-            t["goal_p99_s"] = 1.0
-        out[set_name] = t
+    """framestream's median over each peer's median (reported, never asserted)."""
+    pipes = res.get("pipelines", {})
+    fs = pipes.get("framestream", {}).get("frames_per_s", {}).get("median")
+    out: dict[str, Any] = {f"over_{n}": ratio(fs, v["frames_per_s"]["median"])
+                           for n, v in pipes.items() if n != "framestream"}
+    out["goal_as_shipped_over_best_peer"] = 2.5
+    out["every_frame_agrees"] = all(v["disagree"] == 0 and v["lost"] == 0 and
+                                    v["duplicates"] == 0 for v in pipes.values()) if pipes else None
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    a, params = parse(argv)
+    params = parse(argv)
     setup_logging()
-    run = Run("stream", params, "quick" if a.quick else "full")
+    run = Run("fair", params, params["profile"])
     kafka = KafkaSettings.load()
-    bench = phases.Bench(None, params)  # type: ignore[arg-type]  # a publisher per set
-    run.results = {"sets": {}, "gpu": run.machine["gpu"].get("grid", "measured") if
-                   not run.machine["gpu"].get("available") else "measured"}
-    if not run.machine["gpu"].get("available"):
-        run.notes.append(f"GPU grid {GPU_PENDING}")
+    run.results = {"model": trained_version(params["registry"], params["train_epochs"]),
+                   "sweeps": {}, "chosen": {}, "pipelines": {}}
+    ctx = lineup.Context(frame_set(params["set"]), run.results["model"]["version"],
+                         run.results["model"]["registry"], kafka.bootstrap,
+                         kafka_io.new_run_id(), run.scratch("fair"), params["partitions"],
+                         params["trigger_s"], params["device"])
+    classes, ties, run.results["model_alone"] = model_alone(ctx)
+    pub = kafka_io.Publisher(kafka.bootstrap, params["partitions"])
+    params["partition_keys"] = pub.keys
+    bench = phases.Bench(pub, params,
+                         check=lambda recs, n: fair.agreement(fair.parse(recs), pub.run, n,
+                                                              classes, ties))
     try:
         if "ceilings" in params["phases"]:
-            g = params["grid"]
-            ranks = sorted({r for s in params["sets"] for r in g[s]["ranks"]})
-            run.results["ceilings"] = {}
-            for s in params["sets"]:
-                run.results["ceilings"].update(measure(
-                    [s], g[s]["ranks"], g[s]["batches"], params["ceiling_s"],
-                    1 if a.quick else 3, params["chunk_frames"], params["credits"], a.device))
-            log.info("ceilings done (ranks %s), load %s", ranks, loadavg())
-        for s in params["sets"]:
-            bench.pub = kafka_io.Publisher(kafka.bootstrap)  # forgets the last set's topics
-            try:
-                run.results["sets"][s] = run_set(run, bench, s, kafka)
-            finally:
-                bench.pub.close()
-            run.save()  # keep what was measured if a later set fails
+            from bench.ceilings import measure
+
+            run.results["ceilings"] = measure([params["set"]], [CORES], [256],
+                                              params["ceiling_s"], 1, 256, 2, params["device"])
+        for name in params["pipelines"]:
+            run.results["sweeps"][name] = sweep(bench, ctx, name, params["sweeps"][name])
+            run.results["chosen"][name] = fair.choose(run.results["sweeps"][name])
+            run.save()  # keep what was measured if a later step fails
+        rounds(bench, ctx, run.results["chosen"], run.results, run)
         run.results["targets"] = targets(run.results)
+        log.info("done, load %s: %s", loadavg(), run.results["targets"])
     finally:
+        pub.close()
         plots.stream_plots(run)
         run.save()
     return 0

@@ -5,7 +5,10 @@ running the torch model in Spark's Python workers, predictions to Kafka with Spa
 
 Same session settings as framestream's stream (``etl.session``: local[2], the Kafka source jars,
 the venv's Python), same trigger interval; the predict function decodes with ``etl.decode`` and
-runs the seed-0 net with ``--threads`` torch threads per Python worker.
+runs the registry version (``--version``) with ``--threads`` torch threads per Python worker.
+Its own knobs, swept by the fair bench: ``--batch`` (predict_batch_udf's batch size),
+``--arrow-batch`` (``spark.sql.execution.arrow.maxRecordsPerBatch``), ``--min-partitions`` and
+``--max-offsets`` (the Kafka source's ``minPartitions`` and ``maxOffsetsPerTrigger``).
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ from typing import Any
 from bench.peers.common import parser, stop_on_sigterm, touch
 
 
-def make_predict_fn(set_name: str, batch: int, threads: int) -> Any:
+def make_predict_fn(set_name: str, batch: int, threads: int, version: str | None = None,
+                    registry: str | None = None) -> Any:
     def make() -> Any:
+        import os
+
         import numpy as np
 
         from bench.frameset import model as load_model
         from etl.decode import decode_batch
         from mpi_workers.server_loop import forward
 
-        model = load_model(set_name, threads=threads)
+        model = load_model(set_name, threads=threads, version=version, registry=registry)
+        worker = f"pid-{os.getpid()}"
 
         def predict(values: np.ndarray) -> dict[str, np.ndarray]:
             decoded = decode_batch(list(values), model.spec)
@@ -38,7 +45,8 @@ def make_predict_fn(set_name: str, batch: int, threads: int) -> Any:
                 index[decoded.ok_index] = probs.argmax(1)
                 score[decoded.ok_index] = probs.max(1)
             return {"class_index": index, "score": score,
-                    "prediction_ts": np.full(n, time.time(), np.float64)}
+                    "prediction_ts": np.full(n, time.time(), np.float64),
+                    "worker": np.full(n, worker, object)}
         return predict
     return make
 
@@ -47,11 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     p = parser("python -m bench.peers.spark_udf", __doc__ or "")
     p.add_argument("--trigger-interval", type=float, default=0.5)
     p.add_argument("--checkpoint", default="")
+    p.add_argument("--arrow-batch", type=int, default=10000,
+                   help="spark.sql.execution.arrow.maxRecordsPerBatch")
+    p.add_argument("--min-partitions", type=int, default=0, help="Kafka source minPartitions")
+    p.add_argument("--max-offsets", type=int, default=0, help="Kafka source maxOffsetsPerTrigger")
     a = p.parse_args(argv)
     stopping = stop_on_sigterm()
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, FloatType, IntegerType, StructField, StructType
+    from pyspark.sql.types import (DoubleType, FloatType, IntegerType, StringType, StructField,
+                                   StructType)
 
     from etl.session import SparkSettings, spark_session
     from etl.stream import kafka_sink_options
@@ -59,18 +72,25 @@ def main(argv: list[str] | None = None) -> int:
 
     spark = spark_session(SparkSettings.load(ui=False, app_name="bench-predict-batch-udf",
                                              master=f"local[{a.workers},4]"))
-    predict = predict_batch_udf(make_predict_fn(a.set, a.batch, a.threads),
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(a.arrow_batch))
+    predict = predict_batch_udf(make_predict_fn(a.set, a.batch, a.threads, a.version, a.registry),
                                 return_type=StructType([StructField("class_index", IntegerType()),
                                                         StructField("score", FloatType()),
-                                                        StructField("prediction_ts", DoubleType())]),
+                                                        StructField("prediction_ts", DoubleType()),
+                                                        StructField("worker", StringType())]),
                                 batch_size=a.batch)
 
     def header(name: str) -> Any:
         return F.expr(f"cast(filter(headers, h -> h.key = '{name}')[0].value as string)")
 
-    frames = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", a.bootstrap)
+    source = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", a.bootstrap)
               .option("subscribe", a.topic_in).option("startingOffsets", "earliest")
-              .option("includeHeaders", "true").load())
+              .option("includeHeaders", "true"))
+    if a.min_partitions:
+        source = source.option("minPartitions", str(a.min_partitions))
+    if a.max_offsets:
+        source = source.option("maxOffsetsPerTrigger", str(a.max_offsets))
+    frames = source.load()
     scored = frames.select("topic", "partition", "offset", "key", "timestamp",
                            header("fs-frame-id").alias("frame_id"),
                            header("fs-label").cast("int").alias("label"),
@@ -81,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "label", F.col("p.class_index").alias("class_index"),
         F.array(F.struct(F.col("p.class_index").alias("index"), F.col("p.score").alias("score")))
         .alias("topk"), F.col("timestamp").cast("double").alias("ingest_ts"), "capture_ts",
-        F.col("p.prediction_ts").alias("prediction_ts")))
+        F.col("p.prediction_ts").alias("prediction_ts"), F.col("p.worker").alias("worker")))
     writer = scored.select("key", value.alias("value")).writeStream.format("kafka")
     for key, val in kafka_sink_options(KafkaSettings.load(bootstrap=a.bootstrap)).items():
         writer = writer.option(key, val)

@@ -1,18 +1,22 @@
-"""The benchmarks' pure helpers: statistics, burst summaries, stage classification, the README."""
+"""The benchmarks' pure helpers: statistics, burst summaries, stage classification; the fair
+bench's partition spreading, sweep choice, round order, agreement counting and its report."""
 
 from __future__ import annotations
 
 import json
 from collections import namedtuple
 
+import numpy as np
 import pytest
 
+from bench import fair
 from bench.breakdown import classify
 from bench.common import median, percentile, ratio
 from bench.kafka_io import summarize
-from bench.report import replace_section
+from bench.lineup import PIPELINES, peer_args, sweeps
 
 Record = namedtuple("Record", "value timestamp")
+ValueRecord = namedtuple("ValueRecord", "value")
 
 
 def _pred(offset: int, capture: float, predicted: float, label: int = 1, cls: int = 1) -> Record:
@@ -69,20 +73,215 @@ def test_classify_takes_the_innermost_known_frame(role: str, stack: str, stage: 
     assert classify(role, stack) == stage
 
 
-def test_replace_section_replaces_only_the_performance_section() -> None:
-    readme = "# t\n\n## A\na\n\n## Performance\nold\n\n## B\nb\n"
-    out = replace_section(readme, "## Performance\nnew\n")
-    assert out == "# t\n\n## A\na\n\n## Performance\nnew\n\n## B\nb\n"
-    assert replace_section("# t\n", "## Performance\nx\n") == "# t\n\n## Performance\nx\n"
-    last = replace_section("# t\n## Performance\nold\n", "## Performance\nnew\n")
-    assert last == "# t\n## Performance\nnew\n\n"
+def test_summarize_times_to_the_pipelines_own_last_prediction_ts() -> None:
+    late_kafka = Record(json.dumps({"topic": "t", "partition": 0, "offset": 0, "label": 1,
+                                    "class_index": 1, "capture_ts": 90.0,
+                                    "prediction_ts": 102.0}).encode(), 105_000)
+    s = summarize([late_kafka], count=1, started=100.0)
+    assert s["seconds"] == pytest.approx(2.0) and s["frames_per_s_kafka_ts"] == pytest.approx(0.2)
 
 
-@pytest.mark.parametrize("argv", [[], ["--quick"], ["--batches", "1,5", "--frames", "100"]])
-def test_both_profiles_parse_into_every_parameter_the_phases_read(argv: list[str]) -> None:
+
+
+class _Cluster:
+    """The metadata kafka-python's partitioner reads: one topic with ``n`` partitions."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.n))
+
+    available_partitions_for_topic = partitions_for_topic
+
+
+def _partition_of(key: str, partitions: int) -> int:
+    """Where kafka-python's producer puts a key: its own default partitioner, not a copy."""
+    from kafka.partitioner.default import DefaultPartitioner
+
+    return DefaultPartitioner().partition("t", key, key.encode(), b"", b"", _Cluster(partitions))
+
+
+def test_the_old_keys_starve_two_of_four_partitions() -> None:
+    # why bench/ needed this: cam-0..3 land on partitions 1 and 3 only
+    assert {_partition_of(f"cam-{i}", 4) for i in range(4)} == {1, 3}
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 4, 8, 12])
+def test_partition_keys_put_one_key_on_each_partition(partitions: int) -> None:
+    keys = fair.partition_keys(partitions)
+    assert len(set(keys)) == partitions
+    assert [_partition_of(k, partitions) for k in keys] == list(range(partitions))
+    frames = [keys[i % partitions] for i in range(10 * partitions)]  # round-robin, as sent
+    landed = {p: 0 for p in range(partitions)}
+    for k in frames:
+        landed[_partition_of(k, partitions)] += 1
+    assert set(landed.values()) == {10}
+
+
+def test_partition_keys_reject_zero_partitions() -> None:
+    with pytest.raises(ValueError, match="partitions"):
+        fair.partition_keys(0)
+
+
+def test_assign_covers_every_partition_once_and_refuses_idle_workers() -> None:
+    parts = [3, 0, 2, 1]
+    shares = [fair.assign(parts, w, 2) for w in range(2)]
+    assert sorted(p for s in shares for p in s) == [0, 1, 2, 3]
+    assert [len(s) for s in shares] == [2, 2]
+    three = [fair.assign(list(range(4)), w, 3) for w in range(3)]
+    assert sorted(len(s) for s in three) == [1, 1, 2]
+    with pytest.raises(ValueError, match="idle"):
+        fair.assign([0, 1], 0, 3)
+    with pytest.raises(ValueError, match="worker 2"):
+        fair.assign([0, 1], 2, 2)
+
+
+def test_stats_and_spread() -> None:
+    assert fair.stats([3.0, None, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0, "n": 3}
+    assert fair.stats([]) == {"min": None, "median": None, "max": None, "n": 0}
+    assert fair.spread({"0": 250, "1": 250}) == 1.0
+    assert fair.spread({"0": 300, "1": 100}) == 3.0
+    assert fair.spread({"0": 300, "1": 0}) is None and fair.spread({}) is None
+
+
+def test_choose_takes_the_best_median_not_the_best_sample() -> None:
+    sweep = [{"setting": {"batch": 64}, "frames_per_s": [100.0, 900.0, 110.0]},  # one lucky burst
+             {"setting": {"batch": 256}, "frames_per_s": [300.0, 310.0, 290.0]},
+             {"setting": {"batch": 1024}, "frames_per_s": [300.0, 300.0, 300.0]}]
+    assert fair.choose(sweep) == {"batch": 256}
+    assert fair.choose(sweep[2:] + sweep[1:2]) == {"batch": 1024}  # a tie: the earlier point
+    assert fair.choose([{"setting": {"batch": 8}, "frames_per_s": []}]) == {"batch": 8}
+    with pytest.raises(ValueError, match="no sweep point"):
+        fair.choose([{"setting": {}, "frames_per_s": [None]}, {"setting": {}, "frames_per_s": []}])
+
+
+def test_round_orders_are_seeded_permutations_that_vary() -> None:
+    names = list(PIPELINES)
+    orders = fair.round_orders(names, 5, seed=0)
+    assert orders == fair.round_orders(names, 5, seed=0)
+    assert orders != fair.round_orders(names, 5, seed=1)
+    assert all(sorted(o) == sorted(names) for o in orders) and len(orders) == 5
+    assert len({tuple(o) for o in orders}) > 1
+    assert len({o[0] for o in orders}) > 1  # no pipeline always goes first
+
+
+def _probs() -> np.ndarray:
+    p = np.full((4, 3), 0.1, np.float32)
+    p[0, 0] = 0.8
+    p[1, 1] = 0.8
+    p[2, 2] = 0.8
+    p[3] = [0.45, 0.45 + 5e-5, 0.1 - 5e-5]  # a near-tie: class 1 by a hair over class 0
+    return p
+
+
+def _fpred(run: str, n: int, cls: int, part: int = 0, **extra: object) -> dict:
+    return {"frame_id": f"{run}-{n}", "class_index": cls, "partition": part, **extra}
+
+
+def test_agreement_counts_agree_flips_near_ties_lost_duplicates() -> None:
+    classes, ties = fair.reference(_probs())
+    assert classes.tolist() == [0, 1, 2, 1] and ties.tolist() == [False, False, False, True]
+    preds = [_fpred("r", 0, 0, 0, worker="a"), _fpred("r", 1, 2, 1, worker="b"),  # 1: a real flip
+             _fpred("r", 3, 0, 2, rank=1),                                     # near-tie flip
+             _fpred("r", 4, 0, 3, worker="a"),  # frame 4 = set index 0: agrees
+             _fpred("r", 4, 0, 3, worker="a"),  # a duplicate, same answer
+             _fpred("r", 0, 1, 0, worker="b"),  # a duplicate with another answer
+             _fpred("other", 2, 2)]             # not this run's frame
+    got = fair.agreement(preds, "r", count=6, classes=classes, ties=ties)
+    assert got["frames"] == 4 and got["lost"] == 2           # frames 2 and 5 never came
+    assert (got["agree"], got["disagree"], got["disagree_near_tie"]) == (2, 1, 1)
+    assert got["near_ties"] == 1 and got["duplicates"] == 2 and got["conflicting"] == 1
+    assert got["foreign"] == 1
+    assert got["per_partition"] == {"0": 1, "1": 1, "2": 1, "3": 1}
+    assert got["per_worker"] == {"1": 1, "a": 2, "b": 1}
+
+
+def test_parse_and_aggregate_give_every_pipeline_the_same_fields() -> None:
+    classes, ties = fair.reference(_probs())
+    samples = []
+    for r, fps in enumerate((100.0, 300.0, 200.0)):
+        recs = [ValueRecord(json.dumps(_fpred("r", 4 * r + i, int(classes[i]), i, worker=f"w{i % 2}"))
+                       .encode()) for i in range(4)]
+        samples.append({"frames_per_s": fps, "seconds": 4 / fps, "count": 4,
+                        "producer": {"per_partition": {str(i): 1 for i in range(4)}},
+                        "check": fair.agreement(fair.parse(recs), "r", 4, classes, ties)})
+    agg = fair.aggregate(samples)
+    assert agg["frames_per_s"] == {"min": 100.0, "median": 200.0, "max": 300.0, "n": 3}
+    assert agg["frames"] == agg["frames_sent"] == 12 and agg["agreement"] == 1.0
+    assert agg["per_partition_sent"] == {str(i): 3 for i in range(4)} == agg["per_partition"]
+    assert agg["per_worker"] == {"w0": 6, "w1": 6} and agg["worker_spread"] == 1.0
+    assert agg["lost"] == agg["duplicates"] == agg["disagree"] == 0 and agg["near_ties"] == 3
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "full"])
+def test_profiles_sweep_every_pipeline_and_run_enough_rounds(profile: str) -> None:
     from bench.stream import parse
 
-    _, params = parse(argv)
-    assert params["burst_s"] > 0 and params["latency_s"] > 0 and params["repeats"] >= 1
-    assert set(params["frames"]) == set(params["warmup_frames"]) == {"fashion", "imagenet"}
-    assert all(params["grid"][s]["ranks"] and params["grid"][s]["batches"] for s in params["sets"])
+    params = parse(["--profile", profile])
+    assert params["rounds"] >= (1 if profile == "smoke" else 5)
+    assert set(params["sweeps"]) == set(PIPELINES) == set(params["pipelines"])
+    assert params["timing"] == fair.TIMING and params["warmup"] == fair.WARMUP
+    spark = params["sweeps"]["spark_udf"][0]
+    assert {"batch", "arrow_batch", "min_partitions", "max_offsets"} <= set(spark)
+    if profile != "smoke":
+        assert len(params["sweeps"]["ray_actors"]) >= 3 and len(params["sweeps"]["spark_udf"]) > 1
+    sw = sweeps(profile, 2)
+    assert {"max_batch", "chunk_frames"} <= set(sw["framestream"][0])
+
+
+def test_peer_args_name_the_peers_flags() -> None:
+    assert peer_args({"batch": 256, "arrow_batch": 2048, "min_partitions": 8}) == [
+        "--batch", "256", "--arrow-batch", "2048", "--min-partitions", "8"]
+
+
+def _fair_doc(rounds: int = 5) -> dict:
+    pipe = {"title": "T", "setting": {"batch": 256}, "startup_s": 1.5, "rounds": rounds,
+            "sweep": [{}, {}, {}], "frames_per_s": {"min": 90.0, "median": 100.0, "max": 130.0},
+            "frames": 100, "lost": 0, "duplicates": 0, "agree": 99, "disagree": 0,
+            "disagree_near_tie": 1, "per_partition": {"0": 50, "1": 50},
+            "per_worker": {"worker-0": 50, "worker-1": 50}}
+    machine = {"cpu": "cpu", "logical_cores": 2, "memory_gib": 8, "gpu": {"available": False},
+               "versions": {}, "loadavg_start": [0.1], "loadavg_end": [0.2]}
+    return {"name": "fair", "profile": "quick", "started": "now", "wall_s": 10.0,
+            "machine": machine, "plots": [],
+            "params": {"frames": 100, "partitions": 2, "partition_keys": ["a", "b"],
+                       "near_tie": 1e-4, "seed": 0, "timing": "TIMING-TEXT",
+                       "warmup": "WARMUP-TEXT", "latency_s": 1.0},
+            "results": {"model": {"version": "v0001", "net": "fashion_cnn",
+                                  "holdout_accuracy": 0.9},
+                        "model_alone": {"batch": 256, "threads": 2, "frames_per_s": 5000.0,
+                                        "accuracy": 0.91, "near_ties": 1, "frames": 10000},
+                        "pipelines": {"framestream": dict(pipe), "ray_actors": {
+                            **pipe, "title": "Ray", "frames_per_s": {
+                                "min": 40.0, "median": 50.0, "max": 60.0}}},
+                        "targets": {"over_ray_actors": 2.0}}}
+
+
+def test_report_renders_spread_counts_timing_and_only_fair_runs() -> None:
+    from bench.report import fair_tables, is_fair
+
+    doc = _fair_doc()
+    assert is_fair(doc) and not is_fair(_fair_doc(rounds=2))
+    assert not is_fair({**doc, "name": "stream"})
+    text = "\n".join(fair_tables(doc, "fair-x.json"))
+    assert "**100** (90–130)" in text and "**50** (40–60)" in text
+    assert "0: 50 / 1: 50" in text and "worker-0: 50 / worker-1: 50" in text
+    assert "99 / 0 / 1" in text and "2.00 × Ray" in text
+    assert "TIMING-TEXT" in text and "WARMUP-TEXT" in text and "v0001" in text
+
+
+def test_replace_section_writes_between_markers_and_keeps_the_rest() -> None:
+    from bench.report import BEGIN, END, replace_section
+
+    readme = "# t\n\n## A\na\n\n## Performance\nold figures\n\n## B\nb\n"
+    once = replace_section(readme, "block one\n")
+    assert once == f"# t\n\n## A\na\n\n## Performance\n\n{BEGIN}\nblock one\n{END}\n\n## B\nb\n"
+    hand = once.replace(f"{END}\n", f"{END}\n\nhand-written reading\n")
+    twice = replace_section(hand, "block two\n")
+    assert "block two" in twice and "block one" not in twice
+    assert "hand-written reading" in twice and twice.endswith("## B\nb\n")
+    assert replace_section("# t\n", "x") == f"# t\n\n## Performance\n\n{BEGIN}\nx\n{END}\n"
