@@ -12,7 +12,8 @@ from tests.chaos.harness import RESULTS
 from tests.chaos.test_fuzz import FIGURES
 
 ORDER = ("rank_kill", "all_ranks_kill", "rank_sigstop", "driver_kill", "python_worker_kill",
-         "broker_outage", "bad_checksum_promotion", "bad_promotion_relaunch", "retrain_kill", "hostile_input")
+         "broker_outage", "bad_checksum_promotion", "bad_promotion_relaunch", "retrain_kill",
+         "hostile_input")
 
 
 def _s(v: object) -> str:

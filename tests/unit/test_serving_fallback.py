@@ -31,7 +31,7 @@ def publish(registry: Registry, seed: int) -> str:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    """v0001 and v0002 promoted in turn (history [v0001, v0002]), v0003 published, never promoted."""
+    """v0001 then v0002 promoted (history [v0001, v0002]); v0003 published, never promoted."""
     reg = Registry(tmp_path / "registry")
     for seed in (1, 2, 3):
         publish(reg, seed)
