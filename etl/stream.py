@@ -76,41 +76,58 @@ class ClassifyBatches:
         self.pins = VersionPins(Path(settings.checkpoint) / "framestream-pins")
         self.stats = BatchStats()
         self._last_good = ""                       # last serving version that passed its checksum
-        self._checked: dict[Any, bool] = {}        # (version, size, mtime) -> checksum ok
+        self._said: tuple[Any, ...] = ()           # the last fallback logged
+        self._checked: dict[Any, Exception | None] = {}  # (version, size, mtime) -> refusal
 
     def choose_version(self) -> str:
         """The version a new micro-batch runs with: the registry's serving one if its weights pass
-        their checksum, else the last good one (a bad promotion never reaches the ranks)."""
+        their checksum, else the last good one, else the newest that verifies (the same choice a
+        starting rank makes, :func:`models.fallback.choose_serving`): a bad promotion or a broken
+        ``serving.json`` never reaches the ranks and never fails the batch."""
         if self.s.version:
             return self.s.version
-        published = endpoints_mod.read(Path(self.s.endpoints_file))
+        from models.errors import RegistryError
+        from models.fallback import choose_serving
         from models.registry import Registry
 
         registry = Registry(self.s.registry or None)
-        serving = registry.serving()
-        if serving and self._verified(registry, serving):
-            self._last_good = serving
-            return serving
-        return self._last_good or (published.model_version if published else "") or ""
-
-    def _verified(self, registry: Any, version: str) -> bool:
-        """Checksum of ``version``'s weights, checked once per (version, file size, mtime)."""
         try:
-            weights = registry.root / version / registry.manifest(version).weights_file
+            choice = choose_serving(registry, lambda v: self._verified(registry, v),
+                                    prefer=self._last_good)
+        except RegistryError as exc:
+            published = endpoints_mod.read(Path(self.s.endpoints_file))
+            if published is None or not published.model_version:
+                raise
+            log.error("%s; staying on the ranks' version %s", exc, published.model_version)
+            return published.model_version
+        said = (choice.named, choice.reason, choice.version)
+        if choice.fell_back and said != self._said:  # once per state, not once per micro-batch
+            log.error("refusing to serve %s (%s): %s; staying on %s%s", choice.named or
+                      "serving.json's version", choice.reason, choice.detail, choice.version,
+                      "" if choice.promoted else " (never promoted)")
+        self._said = said
+        self._last_good = choice.version
+        return choice.version
+
+    def _verified(self, registry: Any, version: str) -> None:
+        """Checksum of ``version``'s weights, checked once per (version, file size, mtime);
+        raises what refused it."""
+        try:
+            weights = registry.weights_path(version)
             st = weights.stat()
-        except Exception as exc:  # unknown version, missing file: not servable
+        except Exception as exc:  # unknown or broken version, missing file: not servable
             key: Any = (version, type(exc).__name__)
         else:
             key = (version, st.st_size, st.st_mtime_ns)
         if key not in self._checked:
             try:
                 registry.verify(version)
-                self._checked[key] = True
-            except Exception as exc:  # ChecksumMismatch, VersionNotFound, OSError
-                log.error("refusing to serve %s: %s; staying on %s", version, exc,
-                          self._last_good or "the ranks' version")
-                self._checked[key] = False
-        return self._checked[key]
+                self._checked[key] = None
+            except Exception as exc:  # ChecksumMismatch, VersionNotFound, BadVersion, OSError
+                self._checked[key] = exc
+        refusal = self._checked[key]
+        if refusal is not None:
+            raise refusal.with_traceback(None)  # one stored error, no traceback piling up
 
     def __call__(self, df: "DataFrame", batch_id: int) -> None:
         started = time.monotonic()

@@ -19,23 +19,46 @@ restart. Secret files are never overwritten: remove one by hand to replace it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
-from framestream.security import harden_permissions
-
 SERVER = "server"
+_BANNER = ("#   ****  Generated on {at} by framestream.keys  ****\n"
+           "#   ZeroMQ CURVE {kind} Certificate\n{note}\n")
+
+
+def _write_cert(path: Path, kind: str, name: str, public: bytes, secret: bytes | None) -> None:
+    """One certificate file in CZMQ's zcert format (what ``zmq.auth.load_certificate`` reads).
+
+    Created with ``O_CREAT | O_EXCL`` and its final mode in one call: a secret file is 0600 from
+    the first byte (whatever the umask), never replaced, and never follows a planted symlink.
+    """
+    note = ("#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.\n"
+            if secret else "#   Give it to whoever must trust this key.\n")
+    text = (_BANNER.format(at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           kind=kind, note=note)
+            + f'metadata\n    framestream = "{name}"\ncurve\n'
+            + f'    public-key = "{public.decode("ascii")}"\n'
+            + (f'    secret-key = "{secret.decode("ascii")}"\n' if secret else ""))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                 0o600 if secret else 0o644)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(text)
 
 
 def _make_pair(folder: Path, name: str) -> tuple[Path, Path]:
-    import zmq.auth
+    import zmq
 
     public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
     if secret.exists():
         raise FileExistsError(f"{secret} exists; remove it first to make a new key")
     folder.mkdir(parents=True, exist_ok=True)
-    zmq.auth.create_certificates(folder, name, metadata={"framestream": name})
-    harden_permissions(secret)
+    public_key, secret_key = zmq.curve_keypair()
+    _write_cert(secret, "**Secret**", name, public_key, secret_key)
+    public.unlink(missing_ok=True)  # a stale public half of a removed secret: replace it
+    _write_cert(public, "Public", name, public_key, None)
     return public, secret
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import socket
 import stat
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framestream.errors import ConfigError
+from framestream.settings import env_name, settings_section
 
 if TYPE_CHECKING:
     import zmq
@@ -80,21 +80,45 @@ def is_loopback(host: str) -> bool:
 # key files
 
 
-def _check_secret_file(path: Path, setting: str) -> None:
+@settings_section("keys")
+@dataclass(frozen=True)
+class KeySettings:
+    """How key files are checked when they are loaded."""
+
+    # A secret certificate that other users can read (or write) is refused unless this is set:
+    # e.g. a shared group that holds the ranks' secret on purpose. Never needed for the files
+    # `python -m framestream.keys` writes (0600).
+    allow_readable_secrets: bool = False
+
+
+ALLOW_READABLE = env_name("keys", "allow_readable_secrets")
+
+
+def _check_secret_file(path: Path, setting: str, allow_readable: bool) -> None:
     if not path.is_file():
         raise ConfigError(setting, str(path), f"a readable ZeroMQ secret certificate ({KEYS_HELP})")
-    mode = path.stat().st_mode
+    mode = stat.S_IMODE(path.stat().st_mode)
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("%s (%s) can be read by other users (mode %o): chmod 600 it", setting, path,
-                    stat.S_IMODE(mode))
+        if not allow_readable:
+            raise ConfigError(setting, str(path), f"a secret certificate only its owner can "
+                                                  f"read (mode {mode:o}; chmod 600 it, or set "
+                                                  f"{ALLOW_READABLE}=1 to accept it as it is)")
+        log.warning("%s (%s) can be read by other users (mode %o), accepted because %s is set",
+                    setting, path, mode, ALLOW_READABLE)
 
 
-def load_secret(path: str | Path, setting: str) -> tuple[bytes, bytes]:
-    """(public, secret) Z85 keys from a ``*.key_secret`` certificate; ConfigError names ``setting``."""
+def load_secret(path: str | Path, setting: str,
+                allow_readable: bool | None = None) -> tuple[bytes, bytes]:
+    """(public, secret) Z85 keys from a ``*.key_secret`` certificate; ConfigError names ``setting``.
+
+    A file that group or others may read or write is refused (``ConfigError``) unless
+    ``allow_readable`` (default: ``FRAMESTREAM_KEYS_ALLOW_READABLE_SECRETS``)."""
     import zmq.auth
 
     path = Path(path).expanduser()
-    _check_secret_file(path, setting)
+    if allow_readable is None:
+        allow_readable = KeySettings.load().allow_readable_secrets
+    _check_secret_file(path, setting, allow_readable)
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
@@ -223,6 +247,8 @@ class PeerGuard:
             self._auth.start()
             self._load_allowed()
             sock.zap_domain = ZAP_DOMAIN.encode()
+            # RFC 27 strictly: every handshake goes through ZAP, whatever domain a peer names
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
             sock.curve_secretkey = keys.secret
             sock.curve_publickey = keys.public
             sock.curve_server = True
@@ -304,7 +330,3 @@ class PeerGuard:
             self._auth.stop()
             self._auth = None
 
-
-def harden_permissions(path: Path) -> None:
-    """0600 on a secret file (what the key CLI writes)."""
-    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)

@@ -33,3 +33,24 @@ class ChecksumMismatch(RegistryError):
 
 class NothingToRollBack(RegistryError):
     """``rollback`` with no earlier served version in the serving history."""
+
+
+class BadVersion(RegistryError):
+    """A version whose manifest cannot be used: it does not parse, lacks fields, or names a weights
+    file outside its own folder. Never served; a starting rank falls back past it."""
+
+    def __init__(self, version: str, root: Path, why: str) -> None:
+        super().__init__(f"model version {version!r} in registry {root} is not servable: {why}. "
+                         f"Publish a new version (retrain) or roll back "
+                         f"(`python -m models.registry --root {root} rollback`)")
+        self.version = version
+
+
+class BadServingFile(RegistryError):
+    """``serving.json`` that does not parse or does not have the expected shape."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path} is not a valid serving pointer ({why}); serving falls back to "
+                         f"the newest version that verifies. Repair it: move it aside and "
+                         f"`python -m models.registry --root {path.parent} promote V`")
+        self.path = path

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 from framestream.atomic import write_atomic
 from framestream.paths import state_dir
 from framestream.settings import check, settings_section
-from models.errors import ChecksumMismatch, NothingToRollBack, RegistryError, VersionNotFound
+from models.errors import (BadServingFile, BadVersion, ChecksumMismatch, NothingToRollBack,
+                           RegistryError, VersionNotFound)
 from models.spec import PreprocessSpec
 
 if TYPE_CHECKING:
@@ -108,6 +109,21 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _parse_serving(path: Path) -> dict[str, Any]:
+    """``serving.json`` checked for shape: {"version": str | None, "history": [{"version": str}]}."""
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadServingFile(path, f"not JSON: {exc}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("version"), (str, type(None))):
+        raise BadServingFile(path, "expected an object whose \"version\" is a string or null")
+    history = state.setdefault("history", [])
+    if not isinstance(history, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("version"), str) for e in history):
+        raise BadServingFile(path, "\"history\" must be a list of {\"version\": ...} entries")
+    return state
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -130,6 +146,10 @@ class Registry:
                  if _VERSION_RE.match(p.name) and (p / MANIFEST_FILE).is_file()]
         return sorted(found, key=lambda v: int(v[1:]))
 
+    def version_names(self) -> list[str]:
+        """Names of the published versions, oldest first (manifests not parsed)."""
+        return self._version_names()
+
     def versions(self) -> list[Manifest]:
         """Every published version, oldest first."""
         return [self.manifest(v) for v in self._version_names()]
@@ -139,7 +159,30 @@ class Registry:
         path = self.root / version / MANIFEST_FILE
         if not _VERSION_RE.match(version) or not path.is_file():
             raise VersionNotFound(version, self.root, self._version_names())
-        return Manifest.from_dict(json.loads(path.read_text()))
+        try:
+            return Manifest.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, fields
+            raise BadVersion(version, self.root, f"{MANIFEST_FILE} is not a valid manifest "
+                                                 f"({type(exc).__name__}: {exc})") from None
+
+    def weights_path(self, version: str, manifest: Manifest | None = None) -> Path:
+        """The weights file of ``version``, confined to its folder: a manifest whose
+        ``weights_file`` is absolute, climbs out with ``..`` or a symlink, or is not a regular
+        file raises :class:`BadVersion` (no file outside the version is ever read)."""
+        m = manifest or self.manifest(version)
+        name, folder = m.weights_file, self.root / version
+        parts = Path(name).parts if isinstance(name, str) else ()
+        if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name:
+            raise BadVersion(version, self.root, f"weights_file {name!r} must be a file name "
+                                                 f"inside {folder}")
+        path = folder / name
+        resolved, home = path.resolve(), folder.resolve()
+        if not resolved.is_relative_to(home):
+            raise BadVersion(version, self.root, f"weights_file {name!r} leads outside {folder} "
+                                                 f"(to {resolved})")
+        if path.exists() and not resolved.is_file():
+            raise BadVersion(version, self.root, f"weights_file {name!r} is not a regular file")
+        return path
 
     def _serving_state(self) -> dict[str, Any]:
         path = self.root / SERVING_FILE
@@ -149,17 +192,44 @@ class Registry:
             return {"version": None, "history": []}
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if self._serving_cache is None or self._serving_cache[0] != key:
-            self._serving_cache = (key, json.loads(path.read_text()))
+            self._serving_cache = (key, _parse_serving(path))
         return self._serving_cache[1]
 
     def serving(self) -> str | None:
-        """The promoted version, or None. One ``stat`` when ``serving.json`` has not changed."""
+        """The promoted version, or None. One ``stat`` when ``serving.json`` has not changed.
+
+        Raises :class:`BadServingFile` when the file does not parse or has the wrong shape."""
         return self._serving_state()["version"]
+
+    def serving_history(self) -> list[str]:
+        """The versions served so far, oldest first, from ``serving.json``; when that file is
+        unreadable, rebuilt from the promote/rollback events in ``decisions.jsonl``."""
+        try:
+            return [e["version"] for e in self._serving_state()["history"]]
+        except BadServingFile:
+            pass
+        served: list[str] = []
+        try:
+            lines = (self.root / DECISIONS_FILE).read_text().splitlines()
+        except OSError:
+            return served
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if event.get("event") == "promote" and event.get("promoted"):
+                served.append(str(event.get("version")))
+            elif event.get("event") == "rollback" and event.get("to"):
+                served.append(str(event["to"]))
+        return served
 
     def verify(self, version: str) -> Manifest:
         """Check the weights file against the manifest's sha256; raise :class:`ChecksumMismatch`."""
         m = self.manifest(version)
-        path = self.root / version / m.weights_file
+        path = self.weights_path(version, m)
         actual = sha256_file(path)
         if actual != m.sha256:
             raise ChecksumMismatch(path, m.sha256, actual)
@@ -181,7 +251,7 @@ class Registry:
                 raise RegistryError(f"registry {self.root} has no serving version: publish one "
                                     f"(jobs/retrain.py) or `python -m models.registry promote V`")
         m = self.manifest(version)
-        path = self.root / version / m.weights_file
+        path = self.weights_path(version, m)
         data = path.read_bytes()
         actual = hashlib.sha256(data).hexdigest()
         if actual != m.sha256:

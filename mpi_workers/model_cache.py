@@ -4,6 +4,11 @@ Requests name the version they want (the stream pins one per micro-batch), so th
 newly promoted version happens at a micro-batch boundary on every rank at once, and no forward pass
 mixes versions. The rank also preloads the promoted version as soon as it sees it, so the switch
 costs nothing. A version that fails its checksum is never loaded.
+
+At start the rank serves what ``serving.json`` names, or, when that version does not load (bad
+checksum, broken or escaping manifest, missing) or the file does not parse, the newest version that
+does (:func:`models.fallback.choose_serving`, the same choice the stream driver makes), so a bad
+promotion followed by a relaunch does not take the ranks down.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from models.spec import PreprocessSpec
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from models.fallback import ServingChoice
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +48,19 @@ class ModelCache:
         self._registry = None
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._pinned_default = default
-        self.default_version = default or self._serving_version()
-        if self.default_version is None:
-            raise LookupError(f"the registry at {registry_root} has no serving version: train one "
-                              f"(mpirun -n 2 python jobs/retrain.py) or name --version")
-        self.get(self.default_version)
+        self.default_version = default
+        #: how the default was chosen at start (None when pinned with --version): a fallback past
+        #: a promoted version that does not load is counted and shown by the rank's metrics
+        self.start: "ServingChoice | None" = None
+        if default:
+            self.get(default)  # a version named explicitly must load: no silent substitute
+            return
+        from models.fallback import choose_serving
+
+        # The load itself is the check (checksum on the very bytes loaded): a bad promotion
+        # falls back to the newest version that loads instead of aborting the rank.
+        self.start = choose_serving(self.registry, accept=self.get)
+        self.default_version = self.start.version
 
     @property
     def registry(self):  # type: ignore[no-untyped-def]

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from framestream.paths import state_dir
 from framestream.security import server_keys
@@ -30,6 +31,10 @@ from framestream.settings import check, settings_section
 from mpi_workers.dist import abort_on_error, local_rank, world
 from mpi_workers.rank_socket import (DEFAULT_RCVHWM, bind_router, control_token_from_env,
                                      publish_endpoints)
+
+if TYPE_CHECKING:
+    from mpi_workers.metrics import RankMetrics
+    from mpi_workers.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     bound = bind_router(ctx, s.bind, s.port, comm.rank, s.max_request_bytes, keys, s.insecure,
                         peer_counter(metrics.registry), rcvhwm=s.rcvhwm)
     sock, endpoint = bound.sock, bound.endpoint
-    metrics.model.info({"version": models.default_version})
+    record_start_choice(models, metrics)
     metrics_url = "" if s.metrics_port < 0 else metrics.serve(
         s.bind, s.metrics_port + comm.rank if s.metrics_port else 0)
     publish_endpoints(comm, endpoint, s.endpoints_file, device, metrics_url,
@@ -146,6 +151,31 @@ def main(argv: list[str] | None = None) -> int:
     ctx.term()
     log.info("rank %d stopped after %d frames", comm.rank, server.frames_served)
     return 0
+
+
+def record_start_choice(models: "ModelCache", metrics: "RankMetrics") -> None:
+    """The version served from start in ``framestream_rank_model_info`` (with what serving.json
+    named and why it was not served), and ``framestream_rank_model_fallbacks_total{rank, reason}``
+    (created at 0 for every reason, so a dashboard sees the series before the first fallback)."""
+    from prometheus_client import Counter
+
+    from models.fallback import REASONS
+
+    fallbacks = Counter("framestream_rank_model_fallbacks", "start-ups that served an older "
+                        "version because the promoted one could not be loaded, by reason",
+                        ["rank", "reason"], registry=metrics.registry)
+    rank = str(world().rank)
+    for reason in REASONS:
+        fallbacks.labels(rank=rank, reason=reason)
+    choice = models.start
+    info = {"version": models.default_version}
+    if choice is not None and choice.fell_back:
+        fallbacks.labels(rank=rank, reason=choice.reason).inc()
+        info.update(named=choice.named or "", fallback_reason=choice.reason)
+        log.error("serving %s instead of %s (%s: %s)%s", choice.version,
+                  choice.named or "serving.json's version", choice.reason, choice.detail,
+                  "" if choice.promoted else "; it was never promoted")
+    metrics.model.info(info)
 
 
 def peer_counter(registry: object) -> object:

@@ -12,8 +12,8 @@ from tests.chaos.harness import RESULTS
 from tests.chaos.test_fuzz import FIGURES
 
 ORDER = ("rank_kill", "all_ranks_kill", "rank_sigstop", "driver_kill", "python_worker_kill",
-         "broker_outage", "bad_checksum_promotion", "retrain_kill", "hostile_input", "poison_pill",
-         "hostile_peer")
+         "broker_outage", "bad_checksum_promotion", "bad_promotion_relaunch", "retrain_kill",
+         "hostile_input", "poison_pill", "hostile_peer")
 
 
 def _s(v: object) -> str:
@@ -39,6 +39,11 @@ def table(profile: str) -> list[str]:
             "broker_outage": f"down {_s(r.get('outage_s'))} s, answering again after "
                              f"{_s(r.get('back_after_s'))} s",
             "bad_checksum_promotion": f"served by {r.get('versions')}; the bad one never",
+            "bad_promotion_relaunch": f"refused by the driver after "
+                                      f"{_s(r.get('refused_after_s'))} s; killed then, gang "
+                                      f"relaunched after {_s(r.get('relaunch_s'))} s on "
+                                      f"the last good version ({r.get('fallbacks_counted')} "
+                                      f"rank fallbacks counted); served by {r.get('versions')}",
             "retrain_kill": f"killed after epoch {r.get('epochs_before_kill')}/3; failure "
                             f"recorded after {_s(r.get('failure_recorded_after_s'))} s; resumed "
                             f"run {_s(r.get('resumed_run_s'))} s",
