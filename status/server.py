@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class StatusServer:
-    """``start()`` returns once the socket listens (``url`` is set); ``stop()`` ends both threads."""
+    """``start()`` returns once the socket listens (``url`` is set); ``stop()`` ends the
+    threads."""
 
     def __init__(self, settings: StatusSettings, kafka: KafkaSettings) -> None:
         settings.check_bind()

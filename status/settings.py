@@ -48,4 +48,5 @@ class StatusSettings:
         if not is_loopback(self.host) and not self.allow_remote:
             raise ConfigError("FRAMESTREAM_STATUS_HOST", self.host,
                               "a loopback address (the page has no login); pass --allow-remote "
-                              "(FRAMESTREAM_STATUS_ALLOW_REMOTE=1) to serve it beyond this host")
+                              "(--status-allow-remote to the stream job, or "
+                              "FRAMESTREAM_STATUS_ALLOW_REMOTE=1) to serve it beyond this host")

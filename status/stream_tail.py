@@ -53,7 +53,8 @@ class StreamTail:
         self.last_dead: deque[dict[str, Any]] = deque(maxlen=keep_dead)
         self.versions: dict[str, dict[str, Any]] = {}
         self.latency: deque[float] = deque(maxlen=latency_window)
-        self.answered: dict[int, int] = {}      # frames partition -> offset after the highest answer
+        # frames partition -> the offset after the highest one answered there
+        self.answered: dict[int, int] = {}
         self.frames_begin: dict[int, int] = {}
         self.frames_end: dict[int, int] = {}
         self.samples: deque[tuple[float, int, int, int]] = deque(maxlen=HISTORY)

@@ -99,7 +99,7 @@ function render(s) {
     cell(tr, clock(v.first_ts)); cell(tr, clock(v.last_ts));
   });
   rows("decisions", s.registry.decisions.slice(0, 8), (tr, d) => {
-    cell(tr, d.at || ""); cell(tr, d.event === "promote" ? (d.promoted ? "promoted" : "refused")
+    cell(tr, d.at ? new Date(d.at).toLocaleString("en-GB") : ""); cell(tr, d.event === "promote" ? (d.promoted ? "promoted" : "refused")
       : d.event || "");
     cell(tr, d.version || `${d.from} → ${d.to}`); cell(tr, d.reason || "", "detail").title = d.reason || "";
   });

@@ -43,17 +43,16 @@ def wait_page(driver: Any, check: Callable[[Any], Any], timeout: float, what: st
 
 
 def text(driver: Any, css: str) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.CSS_SELECTOR, css).text
+    """The element's text, read in one script call (the page re-renders several times a second,
+    so element handles go stale between WebDriver calls)."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;", css)
 
 
 def table(driver: Any, table_id: str, attr: str) -> dict[str, list[str]]:
-    """``data-<attr>`` of each row of ``table_id`` -> the row's cell texts."""
-    from selenium.webdriver.common.by import By
-
-    out = {}
-    for tr in driver.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr"):
-        out[tr.get_attribute(f"data-{attr}")] = [td.text for td in
-                                                 tr.find_elements(By.TAG_NAME, "td")]
-    return out
+    """``data-<attr>`` of each row of ``table_id`` -> the row's cell texts (one script call)."""
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll(`#${arguments[0]} tbody tr`)].map(tr => "
+        "[tr.dataset[arguments[1]] ?? null, [...tr.cells].map(td => td.innerText)]);",
+        table_id, attr)
+    return {key: cells for key, cells in rows}

@@ -1,22 +1,22 @@
 """The status page in a real browser (headless Chromium) over a real stream: Kafka ->
-spark-submit jobs/stream_classify.py --ranks 2 -> ZeroMQ -> mpirun ranks, with corrupt frames, a
+spark-submit jobs/stream_classify.py --ranks 2 --status-port 0 (the page runs in the driver) ->
+ZeroMQ -> mpirun ranks, with corrupt frames, a
 promotion in the middle and a rank killed at the end. What the page shows must equal what is read
 back from the topics; the screenshot lands in the test's tmp folder (status-page.png)."""
 
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from framestream import results
-from framestream.config import KafkaSettings
 from framestream.hostile import hostile_mix
 from framestream.producer import fashion_frames, mix_in, publish_frames
 from models.registry import Registry
-from status.server import StatusServer
-from status.settings import StatusSettings
 from tests.status.browser import chrome, table, text, wait_page
 from tests.stream.helpers import start_stream, stop_stream, wait_until
 from tests.stream.test_hot_swap import publish_random
@@ -54,25 +54,29 @@ def test_page_shows_the_stream_as_the_topics_hold_it(kafka_bootstrap, new_topic,
          "--predictions-topic", topics["predictions"], "--dlq-topic", topics["dlq"],
          "--checkpoint", str(tmp_path / "checkpoint"), "--endpoints", str(endpoints),
          "--max-offsets-per-trigger", "100", "--trigger-interval", "0.2",
-         "--request-timeout", "3"], tmp_path / "stream.log")
-    settings = StatusSettings(port=0, state=tmp_path, registry=registry.root,
-                              endpoints_file=endpoints, refresh_s=0.25)
-    kafka = KafkaSettings.load(bootstrap=kafka_bootstrap, frames_topic=topics["frames"],
-                               predictions_topic=topics["predictions"], dlq_topic=topics["dlq"])
-    server = StatusServer(settings, kafka).start()
+         "--request-timeout", "3", "--status-port", "0"], tmp_path / "stream.log",
+        env={"FRAMESTREAM_STATE": str(tmp_path), "FRAMESTREAM_STATUS_REFRESH_S": "0.25"})
     driver = chrome()
+    url: list[str] = []
 
     def explain() -> str:
-        return "status snapshot: " + json.dumps(server.collector.latest)[:3000]
+        if not url:
+            return ""
+        with urllib.request.urlopen(url[0] + "api/status", timeout=10) as resp:
+            return "status snapshot: " + resp.read().decode()[:3000]
 
-    def ranks_state(d, state: str, generation: int | None = None):  # type: ignore[no-untyped-def]
-        rows = table(d, "ranks", "state")
+    def states(d) -> list[str]:  # type: ignore[no-untyped-def]
+        return [cells[1] for cells in table(d, "ranks", "rank").values()]
+
+    def ranks_state(d, state: str, generation: int | None = None) -> bool:  # type: ignore
         gen_ok = generation is None or text(d, "#generation") == f"generation {generation}"
-        return gen_ok and set(rows) == {state} and len(d.find_elements("css selector",
-                                                                       "#ranks tbody tr")) == 2
+        return gen_ok and states(d) == [state, state]
 
     try:
-        driver.get(server.url)
+        wait_until(lambda: bool(url or url.extend(re.findall(
+            r"^status page: (\S+)$", (tmp_path / "stream.log").read_text(), re.M))), 120,
+            "the stream driver to print its status page's address")
+        driver.get(url[0])
         wait_page(driver, lambda d: text(d, "#conn") == "live", 30, "a live connection", explain)
         wait_until(endpoints.exists, 180, "the ranks to publish endpoints")
         wait_page(driver, lambda d: ranks_state(d, "up", 1), 60, "2 ranks up", explain)
@@ -118,13 +122,12 @@ def test_page_shows_the_stream_as_the_topics_hold_it(kafka_bootstrap, new_topic,
         import signal
 
         os.kill(json.loads(endpoints.read_text())["ranks"][1]["pid"], signal.SIGKILL)
-        wait_page(driver, lambda d: "down" in table(d, "ranks", "state"), 60,
+        wait_page(driver, lambda d: "down" in states(d), 60,
                   "a rank down after the kill", explain)
         wait_page(driver, lambda d: ranks_state(d, "up", 2), 180,
                   "the relaunched ranks up (generation 2)", explain)
         driver.save_screenshot(str(tmp_path / "status-page-after-kill.png"))
     finally:
         driver.quit()
-        server.stop()
         code = stop_stream(stream)
     assert code == 0, (tmp_path / "stream.log").read_text()[-3000:]

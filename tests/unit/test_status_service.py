@@ -1,4 +1,5 @@
-"""The status service's readers and policies, without Kafka or a browser (tests/status has those)."""
+"""The status service's readers and policies, without Kafka or a browser (tests/status has
+those)."""
 
 from __future__ import annotations
 
