@@ -90,3 +90,17 @@ def test_ranks_are_up_when_their_metrics_answer_and_down_when_not(tmp_path: Path
     assert up["up"] and up["frames"] == 42 and up["model"] == "v0007"
     assert not down["up"] and down["error"]
     assert RankWatch(tmp_path / "none.json", 1).view(0.0)["error"] == "no endpoint file yet"
+
+
+def test_the_status_role_imports_no_other_role() -> None:
+    import ast
+
+    from framestream.paths import REPO
+
+    for path in (REPO / "status").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in ("etl", "mpi_workers", "launcher", "jobs"), \
+                    f"{path.name} imports {name}: status/ may use framestream/ and models/ only"
