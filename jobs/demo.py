@@ -6,13 +6,19 @@
 4. 10,000 Fashion-MNIST test frames and a few corrupt ones published by ``jobs.produce``;
 5. a summary read back from ``predictions`` and ``frames.dlq``: frames in, predictions, dead
    letters, frames/s, frame -> prediction latency p50/p99, accuracy against the true labels.
+
+The stream serves the live status page (``--status-port``, default 8765 or any free port); its
+address is printed, and an interactive demo keeps it up until Enter or Ctrl-C (not when CI is
+set or stdin is not a terminal).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,6 +46,25 @@ def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = 
         time.sleep(0.5)
 
 
+def _free_or_any(port: int) -> int:
+    """``port`` when nothing listens there on loopback, else 0 (any free port)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
+
+
+def _status_url(log: Path) -> str:
+    found = re.search(r"^status page: (\S+)$", log.read_text(errors="replace"), re.M)
+    return found[1] if found else ""
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("1", "true", "yes")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                         "backlog's")
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--skip-doctor", action="store_true", help="skip the per-engine check")
+    p.add_argument("--status-port", type=int, default=8765,
+                   help="the live status page's port (taken: any free one; -1: no page)")
     a = p.parse_args(argv)
     setup_logging("WARNING")
     from framestream import results
@@ -84,12 +111,18 @@ def main(argv: list[str] | None = None) -> int:
            "--starting-offsets", results.spark_offsets(kafka.frames_topic,
                                                        start[kafka.frames_topic]),
            "--ready-file", str(ready)]
+    if a.status_port >= 0:
+        cmd += ["--status-port", str(_free_or_any(a.status_port))]
     log = run_dir / "stream.log"
     with open(log, "wb") as out:
         stream = subprocess.Popen(cmd, env=_stream_env(), stdout=out, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
     try:
         _wait(ready.exists, 300, "the stream to start (log: %s)" % log, stream)
+        url = _status_url(log)
+        if url:
+            print(f"status page: {url}  (live: rates, lag, dead letters, versions, ranks)",
+                  flush=True)
         print(f"stream running (log {log}); publishing {a.count} frames + {a.corrupt} corrupt",
               flush=True)
         produce = [sys.executable, "-m", "jobs.produce", "--count", str(a.count), "--corrupt",
@@ -102,24 +135,38 @@ def main(argv: list[str] | None = None) -> int:
                       - sum(start[t].values()) for t in (kafka.predictions_topic, kafka.dlq_topic))
             return got >= sent
         _wait(done, 600, f"{sent} predictions + dead letters", stream)
+    except BaseException:
+        _stop(stream)
+        raise
+    ok = False
+    try:  # the stream (and its page) stays up through the summary
+        print("== 5/5 summary", flush=True)
+        preds = results.read_topic(kafka.bootstrap, kafka.predictions_topic,
+                                   start[kafka.predictions_topic], timeout=60)
+        dlq = results.read_topic(kafka.bootstrap, kafka.dlq_topic, start[kafka.dlq_topic],
+                                 timeout=60)
+        summary = results.summarize(sent, preds, dlq)
+        for line in summary.lines():
+            print("  " + line)
+        ok = summary.predictions + summary.dead_letters == sent and summary.conflicting == 0
+        print("demo " + ("passed: every frame is a prediction or a dead letter" if ok else
+                         "FAILED: frames went missing"), flush=True)
+        if url and _interactive() and stream.poll() is None:
+            input(f"the stream and its status page ({url}) stay up: press Enter to stop ")
+    except (KeyboardInterrupt, EOFError):
+        print(flush=True)
     finally:
-        if stream.poll() is None:
-            os.killpg(stream.pid, signal.SIGTERM)
-            try:
-                stream.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(stream.pid, signal.SIGKILL)
-    print("== 5/5 summary", flush=True)
-    preds = results.read_topic(kafka.bootstrap, kafka.predictions_topic,
-                               start[kafka.predictions_topic], timeout=60)
-    dlq = results.read_topic(kafka.bootstrap, kafka.dlq_topic, start[kafka.dlq_topic], timeout=60)
-    summary = results.summarize(sent, preds, dlq)
-    for line in summary.lines():
-        print("  " + line)
-    ok = summary.predictions + summary.dead_letters == sent and summary.conflicting == 0
-    print("demo " + ("passed: every frame is a prediction or a dead letter" if ok else
-                     "FAILED: frames went missing"), flush=True)
+        _stop(stream)
     return 0 if ok else 1
+
+
+def _stop(stream: subprocess.Popen) -> None:
+    if stream.poll() is None:
+        os.killpg(stream.pid, signal.SIGTERM)
+        try:
+            stream.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(stream.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     spark-submit jobs/stream_classify.py --endpoints FILE          # attach to running ranks
     spark-submit jobs/stream_classify.py --ranks 2 --endpoints F   # launch, publish at F
     spark-submit jobs/stream_classify.py --ranks 2 --available-now # what is there now, then stop
+    spark-submit jobs/stream_classify.py --ranks 2 --status-port 8765  # + the live status page
 
 Every frame on ``frames`` becomes a JSON prediction on ``predictions`` or a dead letter on
 ``frames.dlq``. Flags override FRAMESTREAM_* settings (see ``--help``). With ``--ranks N`` the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # spark-submit runs us by path
 
@@ -27,8 +29,11 @@ from framestream.config import KafkaSettings  # noqa: E402
 from framestream.errors import FramestreamError  # noqa: E402
 from framestream.logs import setup_logging  # noqa: E402
 
+if TYPE_CHECKING:
+    from status.settings import StatusSettings
 
-def parse(argv: list[str] | None) -> StreamJob:
+
+def parse(argv: list[str] | None) -> "tuple[StreamJob, StatusSettings | None]":
     p = argparse.ArgumentParser(prog="spark-submit jobs/stream_classify.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ranks", type=int, default=0, help="launch N ranks (mpirun) and supervise")
@@ -52,6 +57,11 @@ def parse(argv: list[str] | None) -> StreamJob:
     p.add_argument("--request-timeout", type=float, help="seconds before a request is re-sent")
     p.add_argument("--max-batch", type=int, help="ranks: frames per forward pass at most")
     p.add_argument("--rank-threads", type=int, help="ranks: torch threads each")
+    p.add_argument("--status-port", type=int, default=None,
+                   help="serve the live status page on this port (0 = any free; default off)")
+    p.add_argument("--status-host", help="status page bind address (default 127.0.0.1)")
+    p.add_argument("--status-allow-remote", action="store_true", default=None,
+                   help="allow a non-loopback --status-host (the page has no login)")
     p.add_argument("--ready-file", default="", help="write a JSON line here once the query runs")
     p.add_argument("--log-level", default=None)
     a = p.parse_args(argv)
@@ -74,17 +84,33 @@ def parse(argv: list[str] | None) -> StreamJob:
         serve_args += ["--max-batch", str(a.max_batch)]
     if a.rank_threads:
         serve_args += ["--threads", str(a.rank_threads)]
-    return StreamJob(stream, kafka, client, a.ranks, serve_args, a.available_now, a.ready_file)
+    job = StreamJob(stream, kafka, client, a.ranks, serve_args, a.available_now, a.ready_file)
+    status = None
+    if a.status_port is not None:
+        from status.settings import StatusSettings
+
+        status = StatusSettings.load(port=a.status_port, host=a.status_host,
+                                     allow_remote=a.status_allow_remote,
+                                     registry=Path(stream.registry) if stream.registry else None,
+                                     endpoints_file=Path(stream.endpoints_file))
+        status.check_bind()  # before anything starts
+    return job, status
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        job = parse(argv)
-        return job.run()
+        job, status = parse(argv)
+        if status is None:
+            return job.run()
+        from status.server import StatusServer
+
+        with StatusServer(status, job.kafka) as server:  # in this process, in threads
+            print(f"status page: {server.url}", flush=True)
+            return job.run()
     except FramestreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:  # ConfigError names the setting
+    except (ValueError, OSError) as exc:  # ConfigError names the setting; a taken status port
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -23,7 +23,9 @@ fresh() { [ -f "$cache/stamps/$1" ] && [ "$(cat "$cache/stamps/$1")" = "$2" ]; }
 stamp() { echo "$2" > "$cache/stamps/$1"; }
 
 # --- system packages (apt) ----------------------------------------------------------------------
-apt_pkgs=(openmpi-bin libopenmpi-dev dataset-fashion-mnist maven openjdk-17-jre-headless)
+# chromium + chromium-driver: the status page's browser tests (Selenium drives the system browser)
+apt_pkgs=(openmpi-bin libopenmpi-dev dataset-fashion-mnist maven openjdk-17-jre-headless
+          chromium chromium-driver)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

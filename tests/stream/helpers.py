@@ -27,10 +27,12 @@ def stream_cmd(args: Sequence[str]) -> list[str]:
             *args]
 
 
-def start_stream(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
-    """The stream job in its own process group (so a test can kill the whole driver)."""
+def start_stream(args: Sequence[str], log: Path,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The stream job in its own process group (so a test can kill the whole driver); ``env``
+    adds to :func:`stream_env`."""
     with open(log, "ab") as out:
-        return subprocess.Popen(stream_cmd(args), env=stream_env(), stdout=out,
+        return subprocess.Popen(stream_cmd(args), env={**stream_env(), **(env or {})}, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
                                 start_new_session=True)
 

@@ -1,0 +1,133 @@
+"""The status page in a real browser (headless Chromium) over a real stream: Kafka ->
+spark-submit jobs/stream_classify.py --ranks 2 --status-port 0 (the page runs in the driver) ->
+ZeroMQ -> mpirun ranks, with corrupt frames, a
+promotion in the middle and a rank killed at the end. What the page shows must equal what is read
+back from the topics; the screenshot lands in the test's tmp folder (status-page.png)."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from framestream import results
+from framestream.hostile import hostile_mix
+from framestream.producer import fashion_frames, mix_in, publish_frames
+from models.registry import Registry
+from tests.status.browser import chrome, table, text, wait_page
+from tests.stream.helpers import start_stream, stop_stream, wait_until
+from tests.stream.test_hot_swap import publish_random
+
+pytestmark = [pytest.mark.browser, pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi,
+              pytest.mark.slow]
+HALF = 150
+
+
+def number(s: str) -> int:
+    return int(s.replace(",", "")) if s.replace(",", "").isdigit() else -1
+
+
+def answered(bootstrap: str, topics: dict[str, str]) -> int:
+    return sum(sum(results.end_offsets(bootstrap, topics[t]).values())
+               for t in ("predictions", "dlq"))
+
+
+@pytest.mark.timeout(600)
+def test_page_shows_the_stream_as_the_topics_hold_it(kafka_bootstrap, new_topic,
+                                                     tmp_path: Path) -> None:
+    topics = {"frames": new_topic(4, "frames"), "predictions": new_topic(4, "predictions"),
+              "dlq": new_topic(4, "dlq")}
+    registry = Registry(tmp_path / "registry")
+    v1 = publish_random(registry, 1, 0.50, None)
+    assert registry.promote(v1).promoted
+    v2 = publish_random(registry, 2, 0.60, v1)
+    hostile = hostile_mix(8, seed=3)
+    halves = [[(h.kind, h.data, h.expect.value) for h in hostile[i::2]] for i in (0, 1)]
+    endpoints = tmp_path / "ep.json"
+
+    stream = start_stream(
+        ["--ranks", "2", "--rank-threads", "1", "--registry", str(registry.root),
+         "--bootstrap", kafka_bootstrap, "--topic", topics["frames"],
+         "--predictions-topic", topics["predictions"], "--dlq-topic", topics["dlq"],
+         "--checkpoint", str(tmp_path / "checkpoint"), "--endpoints", str(endpoints),
+         "--max-offsets-per-trigger", "100", "--trigger-interval", "0.2",
+         "--request-timeout", "3", "--status-port", "0"], tmp_path / "stream.log",
+        env={"FRAMESTREAM_STATE": str(tmp_path), "FRAMESTREAM_STATUS_REFRESH_S": "0.25"})
+    driver = chrome()
+    url: list[str] = []
+
+    def explain() -> str:
+        if not url:
+            return ""
+        with urllib.request.urlopen(url[0] + "api/status", timeout=10) as resp:
+            return "status snapshot: " + resp.read().decode()[:3000]
+
+    def states(d) -> list[str]:  # type: ignore[no-untyped-def]
+        return [cells[1] for cells in table(d, "ranks", "rank").values()]
+
+    def ranks_state(d, state: str, generation: int | None = None) -> bool:  # type: ignore
+        gen_ok = generation is None or text(d, "#generation") == f"generation {generation}"
+        return gen_ok and states(d) == [state, state]
+
+    try:
+        wait_until(lambda: bool(url or url.extend(re.findall(
+            r"^status page: (\S+)$", (tmp_path / "stream.log").read_text(), re.M))), 120,
+            "the stream driver to print its status page's address")
+        driver.get(url[0])
+        wait_page(driver, lambda d: text(d, "#conn") == "live", 30, "a live connection", explain)
+        wait_until(endpoints.exists, 180, "the ranks to publish endpoints")
+        wait_page(driver, lambda d: ranks_state(d, "up", 1), 60, "2 ranks up", explain)
+
+        sent = publish_frames(kafka_bootstrap, topics["frames"],
+                              mix_in(fashion_frames(HALF), halves[0], HALF, seed=1))
+        wait_until(lambda: answered(kafka_bootstrap, topics) >= sent.sent, 180,
+                   "the first half answered")
+        assert registry.promote(v2).promoted
+        sent2 = publish_frames(kafka_bootstrap, topics["frames"],
+                               mix_in(fashion_frames(HALF), halves[1], HALF, seed=2))
+        total = sent.sent + sent2.sent
+        wait_until(lambda: answered(kafka_bootstrap, topics) >= total, 180, "every frame answered")
+
+        preds = results.read_topic(kafka_bootstrap, topics["predictions"])
+        dlq = results.read_topic(kafka_bootstrap, topics["dlq"])
+        summary = results.summarize(total, preds, dlq)
+        assert summary.predictions + summary.dead_letters == total
+        want = {"#frames-in": total, "#predictions": len(preds), "#dead-letters": len(dlq)}
+        wait_page(driver, lambda d: all(number(text(d, k)) == v for k, v in want.items()), 30,
+                  f"the counts read back from the topics {want}", explain)
+        assert number(text(driver, "#lag-total")) == 0
+
+        reasons = table(driver, "reasons", "reason")
+        assert summary.reasons and len(summary.reasons) >= 2
+        for reason, count in summary.reasons.items():
+            assert reason in reasons and number(reasons[reason][1]) == count, (reason, reasons)
+        shown = table(driver, "last-dead", "x")
+        assert shown and len(next(iter(shown.values()))) == 3
+
+        served = {json.loads(r.value)["model_version"] for r in preds}
+        assert served == {v1, v2}  # the promotion took over mid-stream
+        versions = table(driver, "versions", "version")
+        assert set(versions) == served
+        assert sum(number(row[1]) for row in versions.values()) == len(preds)
+        assert text(driver, "#serving") == v2
+        decisions = text(driver, "#decisions")
+        assert v1 in decisions and v2 in decisions
+        driver.save_screenshot(str(tmp_path / "status-page.png"))
+
+        # a killed rank shows as down, then the relaunched gang (generation 2) as up
+        import os
+        import signal
+
+        os.kill(json.loads(endpoints.read_text())["ranks"][1]["pid"], signal.SIGKILL)
+        wait_page(driver, lambda d: "down" in states(d), 60,
+                  "a rank down after the kill", explain)
+        wait_page(driver, lambda d: ranks_state(d, "up", 2), 180,
+                  "the relaunched ranks up (generation 2)", explain)
+        driver.save_screenshot(str(tmp_path / "status-page-after-kill.png"))
+    finally:
+        driver.quit()
+        code = stop_stream(stream)
+    assert code == 0, (tmp_path / "stream.log").read_text()[-3000:]
