@@ -19,7 +19,7 @@ Per frame, in order (the first failing step names the :class:`Reason`):
    much smaller, and straight to grayscale when the target is ``L``.
 5. Load. Data that ends early -> ``TRUNCATED`` (``ImageFile.LOAD_TRUNCATED_IMAGES`` stays off:
    a half-grey frame is not a frame). Any other Pillow error -> ``UNDECODABLE`` with its text.
-   Steps 2-8 of one frame run under ``decode_timeout_s`` (wall clock, :mod:`etl.time_limit`):
+   Steps 2-8 of one frame run under ``decode_timeout_s`` of CPU time (:mod:`etl.time_limit`):
    a frame still decoding then -> ``TIMEOUT``.
 6. EXIF orientation is applied (``ImageOps.exif_transpose``); multi-frame files (GIF, APNG,
    WebP, TIFF) give their first frame.
@@ -33,6 +33,13 @@ Per frame, in order (the first failing step names the :class:`Reason`):
    - palette, CMYK, YCbCr, LAB, HSV, 1-bit: Pillow's conversion.
 8. Resize to ``(spec.width, spec.height)`` with ``spec.resample`` (no resize, so no change at all,
    when the frame is already that size: a lossless 28x28 PNG comes back pixel for pixel).
+
+Only properties of the bytes become rejections. A failure that says something about this machine
+at this moment -- ``MemoryError``, an ``OSError`` carrying an errno (``ENOMEM``, ``EMFILE``, ...),
+a codec missing from this Pillow build -- is raised, never turned into a dead letter: the Spark
+task fails and is retried, so a replay cannot turn a dead letter into a prediction or back
+(:func:`is_transient`). Pillow's own errors about the data are ``OSError`` *without* an errno
+("image file is truncated", "broken data stream", "decoder error -2") and stay rejections.
 
 Warnings Pillow raises while reading one frame (corrupt EXIF, odd TIFF tags) are captured and
 logged at DEBUG, so a frame behaves the same under ``-W error`` as in production. The capture uses
@@ -58,7 +65,7 @@ from etl.time_limit import FrameClock, TimeLimitExceeded
 from models.spec import PreprocessSpec
 
 __all__ = ["DecodedBatch", "FrameLimits", "FrameRejected", "Reason", "decode_batch", "decode_one",
-           "sniff_format"]
+           "is_transient", "sniff_format"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +116,25 @@ def default_limits() -> FrameLimits:
     return FrameLimits.load()
 
 
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` is about this process at this moment, not about the frame's bytes.
+
+    Out of memory, an ``OSError`` with an errno (only system calls set one: no fds, no memory,
+    I/O), or a codec this Pillow build lacks ("decoder jpeg not available"). The same bytes may
+    decode on a retry or on another executor, so such a failure must fail the task, not become a
+    dead letter. Pillow reports bad data as ``OSError`` without errno, ``SyntaxError``,
+    ``ValueError``, ``EOFError``, ...: those are about the bytes.
+    """
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, OSError):
+        if exc.errno is not None:
+            return True
+        text = str(exc)
+        return text.startswith(("decoder ", "encoder ")) and text.endswith("not available")
+    return False
+
+
 def sniff_format(data: bytes | memoryview) -> str | None:
     """The image format named by ``data``'s magic bytes, or None. Pillow format names."""
     head = bytes(data[:16])
@@ -129,7 +155,7 @@ def decode_one(data: bytes | bytearray | memoryview | None, spec: PreprocessSpec
 
     Writes into ``out`` (C-contiguous uint8 of ``spec.shape``) when given, and returns it.
     Raises :class:`FrameRejected` for every problem with the frame, and only for those;
-    ``ValueError`` for a wrong ``out``. ``clock``: the batch's :class:`FrameClock` (else one is
+    ``ValueError`` for a wrong ``out``; a transient failure (:func:`is_transient`) as itself. ``clock``: the batch's :class:`FrameClock` (else one is
     set up for this frame).
     """
     limits = limits or default_limits()
@@ -162,9 +188,14 @@ def decode_one(data: bytes | bytearray | memoryview | None, spec: PreprocessSpec
             raise
         except TimeLimitExceeded:
             raise FrameRejected(Reason.TIMEOUT, f"still decoding after decode_timeout_s "
-                                f"{limits.decode_timeout_s:g}s "
+                                f"{limits.decode_timeout_s:g} CPU seconds "
                                 f"(FRAMESTREAM_LIMITS_DECODE_TIMEOUT_S)") from None
-        except Exception as exc:  # Pillow and its codecs raise many kinds: each is about the frame
+        except Exception as exc:  # Pillow and its codecs raise many kinds about the frame ...
+            if is_transient(exc):  # ... but not these: the task fails and is retried
+                log.error("decoding a %d-byte frame failed for a reason that is not the frame's "
+                          "(the task fails, Spark retries it): %s: %s", size,
+                          type(exc).__name__, exc)
+                raise
             raise _rejection(exc, data) from exc
         finally:
             for w in caught:
@@ -177,6 +208,7 @@ def decode_batch(values: Any, spec: PreprocessSpec, limits: FrameLimits | None =
                  out: np.ndarray | None = None) -> DecodedBatch:
     """Decode a column of encoded frames; never raises for a bad frame, only lists it.
 
+    Raises only for what is not a frame's fault (:func:`is_transient`), so that Spark retries.
     ``values``: pyarrow ``(Large)BinaryArray`` or ``ChunkedArray`` of one, or a sequence of
     ``bytes | None`` (a pandas Series works). ``out``: an optional C-contiguous uint8 array of at
     least ``[len(values), *spec.shape]`` to decode into (e.g. a reusable send buffer); the result's
@@ -194,7 +226,7 @@ def decode_batch(values: Any, spec: PreprocessSpec, limits: FrameLimits | None =
     bad: list[int] = []
     reasons: list[str] = []
     details: list[str] = []
-    with FrameClock(limits.decode_timeout_s) as clock:  # one SIGALRM handler for the batch
+    with FrameClock(limits.decode_timeout_s) as clock:  # one SIGPROF handler for the batch
         k = _decode_rows(frames, spec, limits, out, clock, ok_index, bad, reasons, details)
     return DecodedBatch(out[:k], ok_index[:k], np.asarray(bad, dtype=np.int64), reasons, details)
 
@@ -212,6 +244,8 @@ def _decode_rows(frames: Iterator[tuple[int, Any]], spec: PreprocessSpec, limits
             details.append(rejected.detail)
             continue
         except Exception as exc:  # a bug of ours must cost one frame, never the whole batch
+            if is_transient(exc):
+                raise
             log.exception("decode_one failed unexpectedly on row %d", i)
             bad.append(i)
             reasons.append(Reason.UNDECODABLE.value)
@@ -267,6 +301,8 @@ def _orient(image: Image.Image) -> Image.Image:
     try:
         orientation = image.getexif().get(_ORIENTATION_TAG, 1)
     except Exception as exc:  # corrupt EXIF blocks raise assorted errors; the pixels may be fine
+        if is_transient(exc):  # but an unrotated frame for want of memory would be a new answer
+            raise
         log.debug("ignoring unreadable EXIF: %s: %s", type(exc).__name__, exc)
         return image
     if orientation in (2, 3, 4, 5, 6, 7, 8):

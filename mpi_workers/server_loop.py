@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mpi_workers.batcher import Pending, plan
+from mpi_workers.inference import forward
 from mpi_workers.protocol import Message, Op, ProtocolError, control_allowed, decode, encode
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from framestream.security import PeerGuard
     from mpi_workers.metrics import RankMetrics
-    from mpi_workers.model_cache import LoadedModel, ModelCache
+    from mpi_workers.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
 
@@ -215,21 +216,3 @@ class RankServer:
                                                  rank=self.rank, batch_frames=len(images)),
                         "INFER", "ok")
             self.metrics.latency.observe(now - received.get(id(p), now))
-
-
-def forward(model: "LoadedModel", images: np.ndarray, max_batch: int) -> np.ndarray:
-    """uint8 NHWC frames -> float32 class probabilities, in slices of at most ``max_batch``."""
-    import torch
-
-    from models.spec import normalize
-
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), max_batch):
-            x = torch.from_numpy(images[start:start + max_batch]).to(model.device,
-                                                                     non_blocking=True)
-            logits = model.net(normalize(x, model.spec))
-            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    if not out:
-        return np.zeros((0, len(model.spec.class_names) or 1), np.float32)
-    return np.concatenate(out).astype(np.float32, copy=False)

@@ -17,7 +17,7 @@ from framestream.producer import fashion_frames, mix_in, publish_frames
 from launcher.gang import ServingGang
 from models.nets import DEFAULT_SPECS
 from mpi_workers.model_cache import ModelCache
-from mpi_workers.server_loop import forward
+from mpi_workers.inference import forward
 from framestream.hostile import hostile_mix
 from tests.stream.helpers import run_stream
 
@@ -181,3 +181,48 @@ def test_rank_killed_mid_stream_is_relaunched_and_nothing_is_lost(kafka_bootstra
     summary = _all_accounted(kafka_bootstrap, topics, total)
     assert summary.predictions == total and summary.conflicting == 0
     _offsets_covered(kafka_bootstrap, topics)
+
+
+def _answers(bootstrap: str, predictions: str, dlq: str, n_pred: int, n_dead: int
+             ) -> tuple[dict[tuple[int, int], dict], dict[tuple[int, int], tuple]]:
+    """Predictions without the fields that say when and where a copy was made, and dead
+    letters (bytes + headers), both by source (partition, offset)."""
+    preds = {}
+    for r in results.read_topic(bootstrap, predictions, count=n_pred, timeout=60):
+        p = json.loads(r.value)
+        del p["prediction_ts"], p["rank"]
+        preds[(p["partition"], p["offset"])] = p
+    dead = {}
+    for r in results.read_topic(bootstrap, dlq, count=n_dead, timeout=60):
+        h = results.headers_of(r)
+        dead[(int(h["fs-dlq-partition"]), int(h["fs-dlq-offset"]))] = (r.key, r.value,
+                                                                       sorted(h.items()))
+    return preds, dead
+
+
+def test_the_same_frames_batched_differently_give_the_same_records(kafka_bootstrap, topics,
+                                                                    new_topic, tmp_path):
+    """What a replay after a crash may do: same offsets, same micro-batches, same pinned version,
+    but requests of other sizes grouped into other forward passes on the ranks."""
+    n_good, hostile = 500, hostile_mix(6, seed=5)
+    publish_frames(kafka_bootstrap, topics["frames"], mix_in(
+        fashion_frames(n_good), [(h.kind, h.data, h.expect.value) for h in hostile], n_good))
+    runs = {"defaults": [],
+            "odd": ["--chunk-frames", "5", "--max-batch", "7", "--credits", "2"]}
+    got = {}
+    for name, batching in runs.items():
+        out = {"frames": topics["frames"], "predictions": new_topic(4, f"predictions-{name}"),
+               "dlq": new_topic(4, f"dlq-{name}")}
+        run_dir = tmp_path / name  # a fresh checkpoint: the whole topic again
+        run_dir.mkdir()
+        stats = run_stream([*stream_args(kafka_bootstrap, out, run_dir),
+                            "--max-offsets-per-trigger", "120", *batching, "--available-now"],
+                           run_dir / "stream.log", timeout=300)
+        assert (stats["predictions"], stats["dead_letters"]) == (n_good, len(hostile))
+        got[name] = _answers(kafka_bootstrap, out["predictions"], out["dlq"], n_good,
+                             len(hostile))
+    (preds_a, dead_a), (preds_b, dead_b) = got["defaults"], got["odd"]
+    assert len(preds_a) == n_good and dead_a == dead_b
+    differing = [k for k in preds_a if preds_a[k] != preds_b.get(k)]
+    assert not differing, (f"{len(differing)} of {n_good} predictions differ, e.g. "
+                           f"{preds_a[differing[0]]} vs {preds_b.get(differing[0])}")

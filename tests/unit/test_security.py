@@ -113,32 +113,56 @@ def test_decode_timeout_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         FrameLimits.load()
 
 
-def test_the_clock_gives_back_an_outer_alarm_and_ignores_late_ones() -> None:
+def test_the_clock_counts_cpu_time_not_the_moment() -> None:
+    """A stalled or loaded machine (here: a sleep) is not the frame's fault; work is."""
+    with FrameClock(0.05) as clock:
+        assert clock.active
+        clock.arm()
+        try:
+            time.sleep(0.3)  # six times the limit on the wall clock, no CPU: no timeout
+        finally:
+            clock.disarm()
+        clock.arm()
+        with pytest.raises(TimeLimitExceeded):
+            while True:
+                sum(range(1000))  # busy: the CPU timer interrupts this
+        clock.disarm()
+
+
+def test_the_clock_leaves_alarms_alone_and_ignores_late_ones() -> None:
     fired = []
     previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(time.monotonic()))
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.6)
+        signal.setitimer(signal.ITIMER_REAL, 0.6)  # someone's watchdog (pytest-timeout)
         started = time.monotonic()
         with FrameClock(0.05) as clock:
             clock.arm()
             with pytest.raises(TimeLimitExceeded):
                 while True:
-                    sum(range(1000))  # busy: the alarm interrupts this
+                    sum(range(1000))
             clock.disarm()
             clock.arm()
             clock.disarm()  # armed and disarmed in time: nothing fires
+        assert signal.getsignal(signal.SIGPROF) is not clock._on_alarm
         assert signal.getsignal(signal.SIGALRM) is not clock._on_alarm
+        assert signal.getitimer(signal.ITIMER_PROF)[0] == 0
         remaining = signal.getitimer(signal.ITIMER_REAL)[0]
         assert 0 < remaining < 0.6
         while not fired and time.monotonic() - started < 5:
             time.sleep(0.01)  # wait for the outer alarm, which must still come
         assert fired and 0.5 < fired[0] - started < 2.0
-        signal.setitimer(signal.ITIMER_REAL, 0.01)
-        with FrameClock(1.0) as clock:  # an outer alarm due first: the clock stays off
-            assert not clock.active
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    profiler = signal.signal(signal.SIGPROF, lambda *_: None)
+    try:
+        signal.setitimer(signal.ITIMER_PROF, 30.0)  # a sampling profiler's timer
+        with FrameClock(1.0) as clock:  # stays off rather than fight it
+            assert not clock.active
+        assert signal.getitimer(signal.ITIMER_PROF)[0] > 0
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, profiler)
 
 
 # ---------------------------------------------------------------------------------------------
