@@ -23,7 +23,7 @@ import pytest
 
 from models.registry import Registry
 from tests.chaos.harness import ChaosStream, Profile, alive, assert_conserved, record
-from tests.chaos.test_model_faults import publish_random
+from tests.helpers.registry import corrupt_weights, publish_random
 from tests.stream.helpers import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi,
@@ -55,10 +55,7 @@ def test_bad_promotion_then_a_rank_killed(kafka_bootstrap: str, topics: dict[str
     try:
         run.produce()
         run.settle()
-        weights = registry.root / v2 / "model.safetensors"
-        data = bytearray(weights.read_bytes())
-        data[len(data) // 2] ^= 0xFF  # one flipped bit after the checksum was taken
-        weights.write_bytes(bytes(data))
+        corrupt_weights(registry, v2)
         serving = registry.root / "serving.json"
         state = json.loads(serving.read_text())
         run.fault_start()

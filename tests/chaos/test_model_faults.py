@@ -20,26 +20,16 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from framestream.paths import REPO
-from models.nets import DEFAULT_SPECS, build
 from models.registry import Registry
 from models.train_loop import checkpoint_from_bytes
 from tests.chaos.harness import ChaosStream, Profile, assert_conserved, record
 from tests.stream.helpers import wait_until
+from tests.helpers.registry import corrupt_weights, publish_random
 
 pytestmark = [pytest.mark.chaos, pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi,
               pytest.mark.slow]
-
-
-def publish_random(registry: Registry, seed: int, parent: str | None = None) -> str:
-    torch.manual_seed(seed)
-    return registry.publish(build("fashion_cnn"), net="fashion_cnn", net_kwargs={},
-                            spec=DEFAULT_SPECS["fashion_cnn"],
-                            metrics={"holdout_accuracy": 0.5, "holdout": "chaos-fixture"},
-                            parent=parent, backend="none", world_size=1,
-                            data={"source": "random init"}).version
 
 
 def test_promoted_version_with_a_bad_checksum_is_refused(kafka_bootstrap: str,
@@ -55,10 +45,7 @@ def test_promoted_version_with_a_bad_checksum_is_refused(kafka_bootstrap: str,
     try:
         run.produce()
         run.settle()
-        weights = registry.root / v2 / "model.safetensors"
-        data = bytearray(weights.read_bytes())
-        data[len(data) // 2] ^= 0xFF  # one flipped bit after the checksum was taken
-        weights.write_bytes(bytes(data))
+        corrupt_weights(registry, v2)
         state = json.loads((registry.root / "serving.json").read_text())
         run.fault_start()
         (registry.root / "serving.json").write_text(json.dumps({**state, "version": v2}))

@@ -13,25 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zmq
 
 from etl.client import ClientSettings, RankClient, RankError
 from framestream.paths import REPO
-from models.nets import DEFAULT_SPECS, build
 from models.registry import Registry
 from mpi_workers import endpoints
 from mpi_workers.protocol import Message, Op, decode, encode
+from tests.helpers.registry import publish_random
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
-
-
-def publish(registry: Registry, seed: int) -> str:
-    torch.manual_seed(seed)
-    return registry.publish(build("fashion_cnn"), net="fashion_cnn", net_kwargs={},
-                            spec=DEFAULT_SPECS["fashion_cnn"],
-                            metrics={"holdout_accuracy": 0.5, "holdout": "t"}, parent=None,
-                            backend="none", world_size=1, data={}).version
 
 
 def corrupt_and_name(registry: Registry, version: str) -> None:
@@ -65,9 +56,9 @@ def test_ranks_start_on_the_last_good_version_when_the_promoted_one_fails_its_ch
     from launcher.mpirun import kill_group, mpi_env, mpirun_cmd
 
     registry = Registry(tmp_path / "registry")
-    v1 = publish(registry, 1)
+    v1 = publish_random(registry, 1)
     assert registry.promote(v1).promoted
-    v2 = publish(registry, 2)
+    v2 = publish_random(registry, 2)
     assert registry.promote(v2, force=True).promoted
     corrupt_and_name(registry, v2)
 

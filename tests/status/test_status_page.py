@@ -19,7 +19,7 @@ from framestream.producer import fashion_frames, mix_in, publish_frames
 from models.registry import Registry
 from tests.status.browser import chrome, table, text, wait_page
 from tests.stream.helpers import start_stream, stop_stream, wait_until
-from tests.stream.test_hot_swap import publish_random
+from tests.helpers.registry import publish_random
 
 pytestmark = [pytest.mark.browser, pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi,
               pytest.mark.slow]
@@ -41,9 +41,9 @@ def test_page_shows_the_stream_as_the_topics_hold_it(kafka_bootstrap, new_topic,
     topics = {"frames": new_topic(4, "frames"), "predictions": new_topic(4, "predictions"),
               "dlq": new_topic(4, "dlq")}
     registry = Registry(tmp_path / "registry")
-    v1 = publish_random(registry, 1, 0.50, None)
+    v1 = publish_random(registry, 1, accuracy=0.50)
     assert registry.promote(v1).promoted
-    v2 = publish_random(registry, 2, 0.60, v1)
+    v2 = publish_random(registry, 2, v1, accuracy=0.60)
     hostile = hostile_mix(8, seed=3)
     halves = [[(h.kind, h.data, h.expect.value) for h in hostile[i::2]] for i in (0, 1)]
     endpoints = tmp_path / "ep.json"

@@ -9,24 +9,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-import torch
 
 from framestream import results
 from framestream.producer import fashion_frames, publish_frames
-from models.nets import DEFAULT_SPECS, build
 from models.registry import Registry
 from tests.stream.helpers import start_stream, stop_stream, wait_until
+from tests.helpers.registry import publish_random
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi, pytest.mark.slow]
-
-
-def publish_random(registry: Registry, seed: int, accuracy: float, parent: str | None) -> str:
-    torch.manual_seed(seed)
-    return registry.publish(build("fashion_cnn"), net="fashion_cnn", net_kwargs={},
-                            spec=DEFAULT_SPECS["fashion_cnn"],
-                            metrics={"holdout_accuracy": accuracy, "holdout": "test-fixture"},
-                            parent=parent, backend="none", world_size=1,
-                            data={"source": "random init"}).version
 
 
 def test_promotion_mid_stream_switches_every_rank_once_and_loses_nothing(
@@ -34,9 +24,9 @@ def test_promotion_mid_stream_switches_every_rank_once_and_loses_nothing(
     topics = {"frames": new_topic(4, "frames"), "predictions": new_topic(4, "predictions"),
               "dlq": new_topic(4, "dlq")}
     registry = Registry(tmp_path / "registry")
-    v1 = publish_random(registry, 1, 0.50, None)
+    v1 = publish_random(registry, 1, accuracy=0.50)
     assert registry.promote(v1).promoted
-    v2 = publish_random(registry, 2, 0.60, v1)
+    v2 = publish_random(registry, 2, v1, accuracy=0.60)
 
     total = 3000
     stream = start_stream(

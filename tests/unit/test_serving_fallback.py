@@ -9,24 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from etl.client import ClientSettings
 from etl.stream import ClassifyBatches, StreamSettings
 from framestream.config import KafkaSettings
 from models.errors import BadServingFile, BadVersion, RegistryError
 from models.fallback import choose_serving
-from models.nets import DEFAULT_SPECS, build
 from models.registry import Registry
 from mpi_workers.model_cache import ModelCache
-
-
-def publish(registry: Registry, seed: int) -> str:
-    torch.manual_seed(seed)
-    return registry.publish(build("fashion_cnn"), net="fashion_cnn", net_kwargs={},
-                            spec=DEFAULT_SPECS["fashion_cnn"],
-                            metrics={"holdout_accuracy": 0.5, "holdout": "t"}, parent=None,
-                            backend="none", world_size=1, data={}).version
+from tests.helpers.registry import publish_random
 
 
 @pytest.fixture
@@ -34,7 +25,7 @@ def registry(tmp_path: Path) -> Registry:
     """v0001 then v0002 promoted (history [v0001, v0002]); v0003 published, never promoted."""
     reg = Registry(tmp_path / "registry")
     for seed in (1, 2, 3):
-        publish(reg, seed)
+        publish_random(reg, seed)
     assert reg.promote("v0001").promoted and reg.promote("v0002", force=True).promoted
     return reg
 
