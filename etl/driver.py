@@ -136,7 +136,7 @@ def warm_up(spark: Any, endpoints_file: str, client: ClientSettings) -> None:
     from functools import partial
 
     from etl.classify import warm_partition
-    from mpi_workers import endpoints
+    from framestream import endpoints
 
     current = endpoints.read(Path(endpoints_file))
     if current is None:
@@ -150,7 +150,7 @@ def warm_up(spark: Any, endpoints_file: str, client: ClientSettings) -> None:
 
 
 def check_attach(stream: StreamSettings) -> None:
-    from mpi_workers import endpoints
+    from framestream import endpoints
 
     if endpoints.read(Path(stream.endpoints_file)) is None:
         raise FramestreamError(f"no ranks published at {stream.endpoints_file}: start them "

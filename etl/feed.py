@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from etl.client import ClientSettings, cached_client
-from mpi_workers.endpoints import EndpointSet
-from mpi_workers.protocol import Message, Op, decode, encode
+from framestream.endpoints import EndpointSet
+from framestream.wire import Message, Op, decode, encode
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -152,8 +152,8 @@ def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_di
     from launcher.gang import parse_failure
     from launcher.mpirun import die_with_parent, kill_group, mpi_env, mpirun_cmd
     from models.nets import DEFAULT_SPECS
-    from mpi_workers import endpoints as endpoints_mod
-    from mpi_workers.protocol import CONTROL_TOKEN_ENV, new_control_token
+    from framestream import endpoints as endpoints_mod
+    from framestream.wire import CONTROL_TOKEN_ENV, new_control_token
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from etl.records import KAFKA_DEFAULT_REQUEST_BYTES, OUT_DDL
 from framestream.config import KafkaSettings
 from framestream.paths import state_dir
 from framestream.settings import check, settings_section
-from mpi_workers import endpoints as endpoints_mod
+from framestream import endpoints as endpoints_mod
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

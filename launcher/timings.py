@@ -35,7 +35,7 @@ def _answer(ep_file: Path, generation: int, deadline_s: float) -> float:
     import numpy as np
 
     from etl.client import ClientSettings, RankClient
-    from mpi_workers import endpoints
+    from framestream import endpoints
 
     images = np.zeros((64, 28, 28, 1), dtype=np.uint8)
     deadline = time.monotonic() + deadline_s
@@ -58,7 +58,7 @@ def one_run(ranks: int, strategy: str) -> dict[str, Any]:
     from launcher.api import Launcher
     from launcher.ray_cluster import connect
     from launcher.settings import LauncherSettings
-    from mpi_workers import endpoints
+    from framestream import endpoints
 
     with tempfile.TemporaryDirectory(prefix="fs-timings-") as tmp:
         ep_file = Path(tmp) / "endpoints.json"

@@ -31,7 +31,7 @@ def check_zmq() -> str:
     import numpy as np
     import zmq
 
-    from mpi_workers.protocol import Message, Op, decode, encode
+    from framestream.wire import Message, Op, decode, encode
 
     ctx = zmq.Context.instance()
     server, client = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)

@@ -20,8 +20,8 @@ from etl.client import ClientSettings, RankClient, RankError
 from framestream.paths import REPO
 from models.nets import DEFAULT_SPECS, build
 from models.registry import Registry
-from mpi_workers import endpoints
-from mpi_workers.protocol import Message, Op, decode, encode
+from framestream import endpoints
+from framestream.wire import Message, Op, decode, encode
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
