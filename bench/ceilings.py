@@ -9,7 +9,7 @@
   validate, resize to the net's spec) on the same JPEGs;
 - transport-only: the executors' ``etl.client.RankClient`` sending the same uint8 batches
   (``chunk_frames`` per request, ``credits`` in flight) to a ZeroMQ echo rank that decodes each
-  request with ``mpi_workers.protocol`` and replies with a zero score tensor of the real size.
+  request with ``framestream.wire`` and replies with a zero score tensor of the real size.
 
 Processes start together on a barrier after a warm-up pass (excluded); each runs for ``seconds``.
 """
@@ -77,7 +77,7 @@ def _echo_rank(classes: int, port_out: Any, stop: Any) -> None:
     import numpy as np
     import zmq
 
-    from mpi_workers.protocol import Op, decode, encode
+    from framestream.wire import Op, decode, encode
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
@@ -135,7 +135,7 @@ def decode_only(set_name: str, procs: int, seconds: float) -> float:
 def transport_only(set_name: str, chunk: int, credits: int, seconds: float) -> float:
     from bench.frameset import preprocessed, spec
     from etl.client import ClientSettings, RankClient
-    from mpi_workers.endpoints import EndpointSet, RankEndpoint
+    from framestream.endpoints import EndpointSet, RankEndpoint
 
     ctx = mp.get_context("spawn")
     port_q, stop = ctx.Queue(), ctx.Event()

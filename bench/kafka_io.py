@@ -33,7 +33,7 @@ from bench.fair import partition_keys
 from bench.frameset import FrameSet
 from framestream import results
 from framestream.producer import ProducerSettings, make_producer, publish_frames
-from stack.kafka_admin import delete_topics, ensure_topics
+from framestream.kafka_admin import delete_topics, ensure_topics
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 from bench.common import wait_until
 from framestream.paths import REPO
 from launcher.mpirun import kill_group, mpi_env, mpirun_cmd
-from mpi_workers import endpoints as endpoints_mod
+from framestream import endpoints as endpoints_mod
 
 log = logging.getLogger(__name__)
 SPARK_SUBMIT = str(Path(sys.executable).parent / "spark-submit")

@@ -88,7 +88,7 @@ def trained_version(registry: str | None, epochs: int) -> dict[str, Any]:
     """The registry's serving version (trained here with ``mpirun -n 2 jobs/retrain.py`` first
     when the registry serves none, as ``make demo`` does)."""
     from models.registry import Registry
-    from mpi_workers.train import ensure_first_version
+    from jobs.first_version import ensure_first_version
 
     reg = Registry(registry)
     m = ensure_first_version(reg, ranks=2, epochs=epochs)

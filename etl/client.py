@@ -37,8 +37,8 @@ import zmq
 from framestream.errors import DeadlineExceeded, FramestreamError
 from framestream.security import ClientKeys, client_keys, secure_client
 from framestream.settings import check, settings_section
-from mpi_workers.endpoints import EndpointSet
-from mpi_workers.protocol import Message, Op, ProtocolError, decode, encode
+from framestream.endpoints import EndpointSet
+from framestream.wire import Message, Op, ProtocolError, decode, encode
 
 log = logging.getLogger(__name__)
 _RECONNECT_PROBE_S = 0.02  # how soon a rank whose connection was not up yet is tried again
@@ -348,7 +348,7 @@ def cached_client(endpoints_json: str, endpoints_file: str, settings: ClientSett
     """
     import json
 
-    from mpi_workers import endpoints as endpoints_mod
+    from framestream import endpoints as endpoints_mod
 
     known = EndpointSet.from_dict(json.loads(endpoints_json))
     client = _clients.get(endpoints_file)

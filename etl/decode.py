@@ -60,8 +60,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from etl.limits import FrameLimits, FrameRejected, Reason
+from framestream.limits import FrameLimits, FrameRejected
 from etl.time_limit import FrameClock, TimeLimitExceeded
+from framestream.records import Reason
 from models.spec import PreprocessSpec
 
 __all__ = ["DecodedBatch", "FrameLimits", "FrameRejected", "Reason", "decode_batch", "decode_one",

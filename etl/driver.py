@@ -13,13 +13,12 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from etl.client import ClientSettings
 from etl.stream import ClassifyBatches, StreamSettings, kafka_sink_options, start_query
 from framestream.config import KafkaSettings
 from framestream.errors import FramestreamError
-from framestream.paths import state_dir
 from framestream.topics import check_output_topics
 from models.spec import PreprocessSpec
 
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @lru_cache(maxsize=32)
 def spec_for(version: str, registry_root: str) -> PreprocessSpec:
-    from mpi_workers.model_cache import RANDOM_PREFIX
+    from models.spec import RANDOM_PREFIX
 
     if version.startswith(RANDOM_PREFIX):
         from models.nets import DEFAULT_SPECS
@@ -49,6 +48,9 @@ class StreamJob:
     available_now: bool = False
     ready_file: str = ""
     limits: dict[str, Any] = field(default_factory=dict)
+    # (job, cancel) -> (launcher, gang): starts self.ranks serving ranks that publish to
+    # stream.endpoints_file; launcher.release() stops them, gang.error / gang.restarts report
+    start_ranks: Callable[["StreamJob", threading.Event], tuple[Any, Any]] | None = None
 
     def run(self) -> int:
         from etl.decode import FrameLimits
@@ -70,24 +72,11 @@ class StreamJob:
         check_output_topics(self.kafka, int(sink_options["kafka.max.request.size"]))
 
         gang = launcher = None
-        if self.ranks:  # reserved as a gang on Ray (FRAMESTREAM_RAY_ADDRESS, FRAMESTREAM_LAUNCHER_*)
-            from launcher.api import Launcher
-            from launcher.settings import LauncherSettings
-
-            args = list(self.serve_args)
-            if self.stream.registry:
-                args += ["--registry", self.stream.registry]
-            if self.stream.version:
-                args += ["--version", self.stream.version]
-            launcher = Launcher("stream", LauncherSettings.load(ranks=self.ranks), cancel=cancel)
-            try:
-                launcher.acquire()
-                gang = launcher.serve(args, Path(self.stream.endpoints_file), state_dir() / "logs",
-                                      start_timeout_s=self.stream.endpoints_timeout_s)
-            except BaseException:
-                launcher.release()
-                raise
-            log.info("ranks up on gang %s: generation %d", launcher.name, gang.generation)
+        if self.ranks:  # started by whoever composed this job (jobs/serving.py: a gang on Ray)
+            if self.start_ranks is None:
+                raise FramestreamError(f"ranks={self.ranks} but no way to start them: pass "
+                                       f"start_ranks (jobs.serving.start_serving_gang)")
+            launcher, gang = self.start_ranks(self, cancel)
         spark = spark_session()
         listener = ProgressLogger()
         spark.streams.addListener(listener)
@@ -136,7 +125,7 @@ def warm_up(spark: Any, endpoints_file: str, client: ClientSettings) -> None:
     from functools import partial
 
     from etl.classify import warm_partition
-    from mpi_workers import endpoints
+    from framestream import endpoints
 
     current = endpoints.read(Path(endpoints_file))
     if current is None:
@@ -150,7 +139,7 @@ def warm_up(spark: Any, endpoints_file: str, client: ClientSettings) -> None:
 
 
 def check_attach(stream: StreamSettings) -> None:
-    from mpi_workers import endpoints
+    from framestream import endpoints
 
     if endpoints.read(Path(stream.endpoints_file)) is None:
         raise FramestreamError(f"no ranks published at {stream.endpoints_file}: start them "

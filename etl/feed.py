@@ -6,7 +6,7 @@ the ``fs-label`` header, and send ``TRAIN`` batches over ZeroMQ to the training 
 same client, credits and re-sends as the stream. Frames that do not decode, or whose label is
 missing, not an integer, negative or not below the number of classes, are counted as rejected,
 not sent. When every partition is done the driver sends ``END`` to each rank, with the control
-token :func:`run` gave the ranks when it started mpirun (executors never get it, so no executor or
+token the launching job (``jobs/retrain_kafka.py``) gave the ranks when it started mpirun (executors never get it, so no executor or
 stranger can end a feed early).
 """
 
@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from etl.client import ClientSettings, cached_client
-from mpi_workers.endpoints import EndpointSet
-from mpi_workers.protocol import Message, Op, decode, encode
+from framestream.endpoints import EndpointSet
+from framestream.wire import Message, Op, decode, encode
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -137,55 +137,3 @@ def offset_range(bootstrap: str, topic: str) -> dict[str, str]:
     ends = results.end_offsets(bootstrap, topic)
     return {"starting": json.dumps({topic: {str(p): -2 for p in ends}}),
             "ending": results.spark_offsets(topic, ends)}
-
-
-def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_dir: str,
-        timeout_s: float = 3600.0, client: ClientSettings | None = None) -> dict[str, Any]:
-    """Launch ``mpirun -n ranks python jobs/retrain.py --source zmq``, feed it the labels topic,
-    wait for it; returns rank 0's result with the feed counts added."""
-    import subprocess
-    from pathlib import Path
-
-    from etl.decode import FrameLimits
-    from etl.session import spark_session
-    from framestream.errors import DeadlineExceeded
-    from launcher.gang import parse_failure
-    from launcher.mpirun import die_with_parent, kill_group, mpi_env, mpirun_cmd
-    from models.nets import DEFAULT_SPECS
-    from mpi_workers import endpoints as endpoints_mod
-    from mpi_workers.protocol import CONTROL_TOKEN_ENV, new_control_token
-
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    ep_file = work / "train-endpoints.json"
-    before = endpoints_mod.read(ep_file)
-    offsets = offset_range(bootstrap, topic)
-    cmd = mpirun_cmd(ranks, "jobs.retrain", ["--source", "zmq", "--feed-endpoints", str(ep_file),
-                                             "--data-range", json.dumps(
-                                                 {"topic": topic, **offsets}), *retrain_args])
-    token = new_control_token()  # for the ranks' environment and our END, nobody else
-    with open(work / "ranks.out", "wb") as out, open(work / "ranks.log", "wb") as err:
-        proc = subprocess.Popen(cmd, env=mpi_env({CONTROL_TOKEN_ENV: token}), stdout=out,
-                                stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=die_with_parent)
-    try:
-        published = endpoints_mod.wait_for(ep_file, 120, before.generation if before else -1)
-        spark = spark_session()
-        counts = feed(spark, bootstrap, topic, offsets, published, str(ep_file),
-                      DEFAULT_SPECS["fashion_cnn"].to_dict(), client or ClientSettings.load(),
-                      asdict(FrameLimits.load()), control_token=token)
-        try:
-            code = proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            raise DeadlineExceeded("retrain_kafka", f"the {ranks} training ranks to finish",
-                                   timeout_s, "--timeout") from None
-    finally:
-        if proc.poll() is None:
-            kill_group(proc)  # type: ignore[arg-type]
-    if code != 0:
-        raise parse_failure(code, (work / "ranks.log").read_text(errors="replace")[-3000:])
-    lines = (work / "ranks.out").read_text().strip().splitlines()
-    result = json.loads(lines[-1]) if lines else {}
-    result.update(feed=counts, data_range={"topic": topic, **offsets})
-    return result

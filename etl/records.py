@@ -1,33 +1,28 @@
 """Output rows of the stream, as Arrow arrays: prediction JSON and dead letters.
 
 Both kinds leave the executors in one Arrow batch with the columns the Kafka sink writes
-(``topic``, ``key``, ``value``, ``headers``) plus ``kind``. A prediction is a JSON value::
+(``topic``, ``key``, ``value``, ``headers``) plus ``kind``. What each record holds, field by field
+and header by header, is the contract in :mod:`framestream.records` (:class:`Prediction`,
+:class:`DeadLetter`); this module builds them for whole batches and makes them fit the sink.
 
-    {"topic": "frames", "partition": 2, "offset": 1041, "key": "cam-3", "frame_id": "…",
-     "label": 9, "class_index": 9, "class_name": "Ankle boot",
-     "topk": [{"index": 9, "name": "Ankle boot", "score": 0.97}, …],
-     "model_version": "v0002", "batch_id": 17, "rank": 1,
-     "ingest_ts": 1700000000.123, "capture_ts": 1700000000.101, "prediction_ts": 1700000000.456}
+Every prediction field but ``prediction_ts`` (when this copy was made) and ``rank`` (which rank
+answered it) is a function of the frame and the pinned model version, so a replayed offset yields
+the same answer. The JSON is strict (RFC 8259): a number that is not finite (a capture time header
+of "nan" or "inf", a NaN score) is written as ``null``, never as ``NaN``/``Infinity``; a label
+header that is not an int64 is ``null``; ``key`` and ``frame_id`` are cut to 16 KiB.
 
-Every field but ``prediction_ts`` (when this copy was made) and ``rank`` (which rank answered it)
-is a function of the frame and the pinned model version, so a replayed offset yields the same
-answer. The JSON is strict (RFC 8259): a number that is not finite (a capture time header of
-"nan" or "inf", a NaN score) is written as ``null``, never as ``NaN``/``Infinity``; a label header
-that is not an int64 is ``null``; ``key`` and ``frame_id`` are cut to 16 KiB.
-
-A dead letter keeps the frame's original key, bytes and headers and adds ``fs-dlq-*`` headers:
-reason code, detail, source topic, partition and offset, and the frame's original size and sha256.
-It always fits the sink: when the frame (plus key and headers) would not fit ``max_record_bytes``
-(the sink's ``max.request.size``), the bytes are cut to fit and ``fs-dlq-truncated`` says what was
-cut (``value``, ``headers``, ``key``); the copied headers are capped at 16 KiB, the key at 16 KiB
-and the detail at 1,000 bytes. A frame within FRAMESTREAM_LIMITS_MAX_BYTES is never cut (the sink's
-limit is that plus :data:`framestream.topics.SINK_HEADROOM_BYTES`).
+A dead letter always fits the sink: when the frame (plus key and headers) would not fit
+``max_record_bytes`` (the sink's ``max.request.size``), the bytes are cut to fit and
+``fs-dlq-truncated`` says what was cut (``value``, ``headers``, ``key``); the copied headers are
+capped at 16 KiB, the key at 16 KiB and the detail at 1,000 bytes. A frame within
+FRAMESTREAM_LIMITS_MAX_BYTES is never cut (the sink's limit is that plus
+:data:`framestream.topics.SINK_HEADROOM_BYTES`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -36,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from framestream.frames import finite_float, header_values, parse_int
+from framestream.records import DLQ_TRUNCATED, DeadLetter, Prediction, Reason, TopK
 
 HEADERS_TYPE = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
 OUT_SCHEMA = pa.schema([("topic", pa.string()), ("key", pa.binary()), ("value", pa.binary()),
@@ -44,10 +40,6 @@ OUT_DDL = ("topic string, key binary, value binary, "
            "headers array<struct<key:string,value:binary>>, kind string")
 
 PREDICTION, DEAD_LETTER = "prediction", "dead_letter"
-DLQ_REASON, DLQ_DETAIL = "fs-dlq-reason", "fs-dlq-detail"
-DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET = "fs-dlq-topic", "fs-dlq-partition", "fs-dlq-offset"
-DLQ_SIZE, DLQ_SHA256 = "fs-dlq-value-size", "fs-dlq-value-sha256"   # of the frame as it came
-DLQ_TRUNCATED = "fs-dlq-truncated"   # what was cut to fit the sink: "value", "headers", "key"
 
 #: Kafka's own default ``max.request.size``: what a dead letter fits when no limit is given.
 KAFKA_DEFAULT_REQUEST_BYTES = 1_048_576
@@ -102,16 +94,15 @@ def predictions(rows: np.ndarray, scores: np.ndarray, ranks: np.ndarray, version
     now = time.time()
     values = []
     for i in range(n):
-        top = [{"index": int(c), "name": names[c] if c < len(names) else str(c),
-                "score": _finite(float(s))} for c, s in zip(order[i], top_scores[i])]
-        values.append(json.dumps({
-            "topic": topics[i], "partition": parts[i], "offset": offsets[i], "key": _text(keys[i]),
-            "frame_id": _text(frame_ids[i]), "label": parse_int(labels[i]),
-            "class_index": top[0]["index"], "class_name": top[0]["name"], "topk": top,
-            "model_version": version, "batch_id": batch_id, "rank": int(ranks[i]),
-            "ingest_ts": _finite(ingest[i]),
-            "capture_ts": finite_float(captures[i]), "prediction_ts": now,
-        }, separators=(",", ":"), allow_nan=False).encode())  # a NaN left here is a bug: fail
+        top = tuple(TopK(int(c), names[c] if c < len(names) else str(c), _finite(float(s)))
+                    for c, s in zip(order[i], top_scores[i]))
+        values.append(Prediction(
+            topic=topics[i], partition=parts[i], offset=offsets[i], key=_text(keys[i]),
+            frame_id=_text(frame_ids[i]), label=parse_int(labels[i]),
+            class_index=top[0].index, class_name=top[0].name, topk=top,
+            model_version=version, batch_id=batch_id, rank=int(ranks[i]),
+            ingest_ts=_finite(ingest[i]), capture_ts=finite_float(captures[i]), prediction_ts=now,
+        ).to_json())  # a NaN left here is a bug: to_json fails
     return pa.record_batch([pa.array([topic] * n, pa.string()), pa.array(keys, pa.binary()),
                             pa.array(values, pa.binary()), pa.array([[]] * n, HEADERS_TYPE),
                             pa.array([PREDICTION] * n, pa.string())], schema=OUT_SCHEMA)
@@ -150,17 +141,16 @@ def dead_letters(rows: np.ndarray, reasons: Sequence[str], details: Sequence[str
             room -= size
         whole = value or b""
         detail = details[i].encode()[:DETAIL_MAX_BYTES].decode("utf-8", "ignore")
-        extra = [(DLQ_REASON, str(reasons[i]).encode()), (DLQ_DETAIL, detail.encode()),
-                 (DLQ_TOPIC, str(topics[i]).encode()), (DLQ_PARTITION, str(parts[i]).encode()),
-                 (DLQ_OFFSET, str(offsets[i]).encode()), (DLQ_SIZE, str(len(whole)).encode()),
-                 (DLQ_SHA256, hashlib.sha256(whole).hexdigest().encode())]
+        letter = DeadLetter(Reason(reasons[i]), detail, str(topics[i]), parts[i], offsets[i],
+                            len(whole), hashlib.sha256(whole).hexdigest())
+        extra = letter.dlq_headers()
         marker = (DLQ_TRUNCATED, b"key,headers,value")  # room for the longest marker
         fits = max(0, max_record_bytes - record_bytes(key, 0, [*own, *extra, marker]))
         if value is not None and len(value) > fits:
             value = value[:fits]
             cut.append("value")
         if cut:
-            extra.append((DLQ_TRUNCATED, ",".join(cut).encode()))
+            extra = dataclasses.replace(letter, truncated=tuple(cut)).dlq_headers()
         out_keys.append(key)
         out_values.append(value)
         headers.append([{"key": k, "value": v} for k, v in [*own, *extra]])

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 from etl.classify import BatchContext, classify_partition
 from etl.client import ClientSettings
 from etl.pins import VersionPins
-from etl.limits import FrameLimits
 from etl.records import KAFKA_DEFAULT_REQUEST_BYTES, OUT_DDL
+from framestream import endpoints as endpoints_mod
 from framestream.config import KafkaSettings
+from framestream.limits import FrameLimits
 from framestream.paths import state_dir
 from framestream.settings import check, settings_section
-from mpi_workers import endpoints as endpoints_mod
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

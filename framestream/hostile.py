@@ -2,7 +2,7 @@
 
 Two catalogues, each ``kind -> zero-argument generator``:
 
-- :data:`BAD`: frames the ETL must reject, each with the exact :class:`~etl.limits.Reason`
+- :data:`BAD`: frames the ETL must reject, each with the exact :class:`~framestream.records.Reason`
   (``Hostile.expect``) that the DLQ must show.
 - :data:`VALID`: unusual but legitimate frames that must classify, each with ``pixels``: the
   RGB image a viewer would show (EXIF rotation applied, transparency composited on black), for
@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from etl.limits import FrameLimits, Reason
+from framestream.records import DEFAULT_MAX_FRAME_BYTES, Reason
 
 #: Bigger frames than this do not fit a Kafka record with the broker's default limits (1 MiB).
 KAFKA_SAFE_BYTES = 900_000
@@ -160,8 +160,8 @@ def png_bomb_deflate() -> Hostile:
 
 
 def over_size(max_bytes: int | None = None) -> Hostile:
-    """A valid JPEG padded to one byte over ``max_bytes`` (default: FrameLimits().max_bytes)."""
-    limit = FrameLimits().max_bytes if max_bytes is None else max_bytes
+    """A valid JPEG padded to one byte over ``max_bytes`` (default: the default limit)."""
+    limit = DEFAULT_MAX_FRAME_BYTES if max_bytes is None else max_bytes
     data = encode(picture(), "JPEG", quality=90)
     return Hostile("over_size", data + b"\0" * max(0, limit + 1 - len(data)), Reason.TOO_LARGE)
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
-from etl.records import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from framestream.errors import DeadlineExceeded
+from framestream.records import COPY_FIELDS, DeadLetter, Prediction
 
 
 def end_offsets(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[int, int]:
@@ -102,10 +102,6 @@ class Summary:
                 f"model versions   {', '.join(self.versions)}"]
 
 
-#: Fields that describe one copy of a prediction, not the answer: when, and which rank.
-COPY_FIELDS = ("prediction_ts", "rank")
-
-
 def identity(prediction: dict[str, Any]) -> dict[str, Any]:
     """What must be equal between two copies of one prediction: the answer, not the copy."""
     return {k: v for k, v in prediction.items() if k not in COPY_FIELDS}
@@ -113,31 +109,29 @@ def identity(prediction: dict[str, Any]) -> dict[str, Any]:
 
 def summarize(frames_in: int, prediction_records: Iterable[Any],
               dlq_records: Iterable[Any]) -> Summary:
-    by_offset: dict[tuple[str, int, int], dict[str, Any]] = {}
+    by_offset: dict[tuple[str, int, int], Prediction] = {}
     duplicates = conflicting = 0
     for record in prediction_records:
-        p = json.loads(record.value)
-        key = (p["topic"], p["partition"], p["offset"])
-        if key in by_offset:
+        p = Prediction.from_record(record)
+        if p.source in by_offset:
             duplicates += 1
-            conflicting += identity(by_offset[key]) != identity(p)
+            conflicting += by_offset[p.source].identity() != p.identity()
         else:
-            by_offset[key] = p
+            by_offset[p.source] = p
     dead: dict[tuple[str, int, int], str] = {}
     for record in dlq_records:
-        h = headers_of(record)
-        key = (h[DLQ_TOPIC].decode(), int(h[DLQ_PARTITION]), int(h[DLQ_OFFSET]))
-        dead[key] = h[DLQ_REASON].decode()
+        letter = DeadLetter.from_record(record)
+        dead[letter.source] = letter.reason.value
     preds = list(by_offset.values())
-    labelled = [p for p in preds if p.get("label") is not None]
-    accuracy = (sum(p["class_index"] == p["label"] for p in labelled) / len(labelled)
+    labelled = [p for p in preds if p.label is not None]
+    accuracy = (sum(p.class_index == p.label for p in labelled) / len(labelled)
                 if labelled else None)
-    lat = np.array([p["prediction_ts"] - p["capture_ts"] for p in preds
-                    if p.get("capture_ts") is not None])
+    captured = [p for p in preds if p.capture_ts is not None]
+    lat = np.array([p.prediction_ts - p.capture_ts for p in captured])  # type: ignore[operator]
     fps = None
-    if preds and any(p.get("capture_ts") for p in preds):
-        first = min(p["capture_ts"] for p in preds if p.get("capture_ts") is not None)
-        last = max(p["prediction_ts"] for p in preds)
+    if preds and any(p.capture_ts for p in preds):
+        first = min(p.capture_ts for p in captured)  # type: ignore[type-var]
+        last = max(p.prediction_ts for p in preds)
         fps = len(preds) / (last - first) if last > first else None
     reasons: dict[str, int] = {}
     for r in dead.values():
@@ -145,4 +139,4 @@ def summarize(frames_in: int, prediction_records: Iterable[Any],
     return Summary(frames_in, len(preds), len(dead), duplicates, conflicting, accuracy, fps,
                    float(np.percentile(lat, 50)) if lat.size else None,
                    float(np.percentile(lat, 99)) if lat.size else None, reasons,
-                   sorted({p["model_version"] for p in preds}))
+                   sorted({p.model_version for p in preds}))

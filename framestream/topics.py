@@ -12,7 +12,7 @@ record), so :func:`check_output_topics` refuses to start unless ``predictions`` 
   ``message.max.bytes`` is the default for topics without their own value).
 
 Each problem comes with the command that fixes it. This module is product code (the stream driver
-runs it); ``stack/kafka_admin.py`` (tooling) creates topics with :func:`topic_configs`.
+runs it); ``framestream/kafka_admin.py`` (the producer, `make up`) creates topics with :func:`topic_configs`.
 """
 
 from __future__ import annotations

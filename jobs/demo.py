@@ -65,6 +65,17 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("1", "true", "yes")
 
 
+def stack(cmd: str, timeout: float = 600.0) -> int:
+    """``python -m stack <cmd>`` (the dev stack is tooling: run as its command, never imported
+    by product code); its exit code."""
+    try:
+        return subprocess.run([sys.executable, "-m", "stack", cmd], cwd=REPO, env=_stream_env(),
+                              timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        print(f"`python -m stack {cmd}` did not finish within {timeout:.0f}s", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,19 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     setup_logging("WARNING")
     from framestream import results
-    from stack.__main__ import doctor, up
 
     kafka = KafkaSettings.load()
     print("== 1/5 Kafka broker (single-node KRaft on 127.0.0.1)", flush=True)
-    if up(None) != 0:
+    if stack("up") != 0:
         return 1
     if not a.skip_doctor:
         print("== 2/5 engines", flush=True)
-        if doctor() != 0:
+        if stack("doctor") != 0:
             return 1
     print("== 3/5 model", flush=True)
     from models.registry import Registry
-    from mpi_workers.train import ensure_first_version
+    from jobs.first_version import ensure_first_version
 
     registry = Registry()
     manifest = ensure_first_version(registry, ranks=a.ranks)

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         kafka = KafkaSettings.load(bootstrap=args.bootstrap, frames_topic=args.topic)
         settings = ProducerSettings.load(rate=args.rate, sources=args.sources, format=args.format,
                                          quality=args.quality, deadline_s=args.deadline)
-        from stack.kafka_admin import broker_answers, ensure_topics
+        from framestream.kafka_admin import broker_answers, ensure_topics
 
         wait = min(kafka.request_timeout_s, settings.deadline_s)
         if kafka.security_protocol != "PLAINTEXT":

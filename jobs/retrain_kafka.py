@@ -14,15 +14,69 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # spark-submit runs us by path
 
-from etl.feed import run  # noqa: E402
+from etl.client import ClientSettings  # noqa: E402
+from etl.feed import feed, offset_range  # noqa: E402
 from framestream.config import KafkaSettings  # noqa: E402
 from framestream.errors import FramestreamError  # noqa: E402
 from framestream.logs import setup_logging  # noqa: E402
 from framestream.paths import state_dir  # noqa: E402
+
+
+def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_dir: str,
+        timeout_s: float = 3600.0, client: ClientSettings | None = None) -> dict[str, Any]:
+    """Launch ``mpirun -n ranks python jobs/retrain.py --source zmq``, feed it the labels topic,
+    wait for it; returns rank 0's result with the feed counts added."""
+    import subprocess
+
+    from etl.decode import FrameLimits
+    from etl.session import spark_session
+    from framestream.errors import DeadlineExceeded
+    from launcher.gang import parse_failure
+    from launcher.mpirun import die_with_parent, kill_group, mpi_env, mpirun_cmd
+    from models.nets import DEFAULT_SPECS
+    from framestream import endpoints as endpoints_mod
+    from framestream.wire import CONTROL_TOKEN_ENV, new_control_token
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    ep_file = work / "train-endpoints.json"
+    before = endpoints_mod.read(ep_file)
+    offsets = offset_range(bootstrap, topic)
+    cmd = mpirun_cmd(ranks, "jobs.retrain", ["--source", "zmq", "--feed-endpoints", str(ep_file),
+                                             "--data-range", json.dumps(
+                                                 {"topic": topic, **offsets}), *retrain_args])
+    token = new_control_token()  # for the ranks' environment and our END, nobody else
+    with open(work / "ranks.out", "wb") as out, open(work / "ranks.log", "wb") as err:
+        proc = subprocess.Popen(cmd, env=mpi_env({CONTROL_TOKEN_ENV: token}), stdout=out,
+                                stderr=err,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=die_with_parent)
+    try:
+        published = endpoints_mod.wait_for(ep_file, 120, before.generation if before else -1)
+        spark = spark_session()
+        counts = feed(spark, bootstrap, topic, offsets, published, str(ep_file),
+                      DEFAULT_SPECS["fashion_cnn"].to_dict(), client or ClientSettings.load(),
+                      asdict(FrameLimits.load()), control_token=token)
+        try:
+            code = proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise DeadlineExceeded("retrain_kafka", f"the {ranks} training ranks to finish",
+                                   timeout_s, "--timeout") from None
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)  # type: ignore[arg-type]
+    if code != 0:
+        raise parse_failure(code, (work / "ranks.log").read_text(errors="replace")[-3000:])
+    lines = (work / "ranks.out").read_text().strip().splitlines()
+    result = json.loads(lines[-1]) if lines else {}
+    result.update(feed=counts, data_range={"topic": topic, **offsets})
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

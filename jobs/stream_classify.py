@@ -28,6 +28,7 @@ from etl.stream import StreamSettings  # noqa: E402
 from framestream.config import KafkaSettings  # noqa: E402
 from framestream.errors import FramestreamError  # noqa: E402
 from framestream.logs import setup_logging  # noqa: E402
+from jobs.serving import start_serving_gang  # noqa: E402
 
 if TYPE_CHECKING:
     from status.settings import StatusSettings
@@ -84,7 +85,8 @@ def parse(argv: list[str] | None) -> "tuple[StreamJob, StatusSettings | None]":
         serve_args += ["--max-batch", str(a.max_batch)]
     if a.rank_threads:
         serve_args += ["--threads", str(a.rank_threads)]
-    job = StreamJob(stream, kafka, client, a.ranks, serve_args, a.available_now, a.ready_file)
+    job = StreamJob(stream, kafka, client, a.ranks, serve_args, a.available_now, a.ready_file,
+                    start_ranks=start_serving_gang)
     status = None
     if a.status_port is not None:
         from status.settings import StatusSettings

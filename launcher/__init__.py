@@ -11,5 +11,6 @@ only sets a rank's environment and ``exec``s its program).
   bundle holders, hostfile and per-rank environment, mpirun's way to other nodes, command lines.
 - :mod:`launcher.settings` (``FRAMESTREAM_LAUNCHER_*``), :mod:`launcher.ray_cluster`
   (``FRAMESTREAM_RAY_*``), :mod:`launcher.errors`, :mod:`launcher.records` (what status shows).
-- :mod:`launcher.loopback` (several Ray nodes on one machine), :mod:`launcher.timings`.
+- test and benchmark clusters live apart: :mod:`tests.multinode.loopback` (several Ray nodes on one
+  machine), :mod:`bench.launcher_timings`.
 """

@@ -35,7 +35,7 @@ from launcher.ray_cluster import RaySettings, connect
 from launcher.ray_gang import RayGang
 from launcher.records import GangRecord
 from launcher.settings import LauncherSettings
-from mpi_workers import endpoints
+from framestream import endpoints
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from framestream.errors import DeadlineExceeded, FramestreamError
 from launcher.errors import RankFailed
 from launcher.mpirun import GangLaunch, die_with_parent, kill_group, mpi_env, mpirun_cmd
 from launcher.policy import GiveUp, Launch, State, SupervisionPolicy, Terminate, Wait
-from mpi_workers import endpoints
+from framestream import endpoints
 
 log = logging.getLogger(__name__)
 

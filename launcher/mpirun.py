@@ -40,7 +40,7 @@ def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     one nobody else knows. It is never taken from our own environment, which Spark executors
     inherit, and it is put only into mpirun's environment, never into ours or on a command line.
     """
-    from mpi_workers.protocol import CONTROL_TOKEN_ENV, new_control_token
+    from framestream.wire import CONTROL_TOKEN_ENV, new_control_token
 
     env = dict(os.environ)
     env.pop(CONTROL_TOKEN_ENV, None)
@@ -115,7 +115,7 @@ class GangLaunch:
                           exports=self.exports(), map_by="slot")
 
     def exports(self) -> list[str]:
-        from mpi_workers.protocol import CONTROL_TOKEN_ENV
+        from framestream.wire import CONTROL_TOKEN_ENV
 
         names = set(self.layout.env) | {"PYTHONPATH", CONTROL_TOKEN_ENV}  # ranks on other nodes
         names |= {k for k in os.environ if k.startswith("FRAMESTREAM_")}

@@ -386,11 +386,10 @@ class Registry:
         return back
 
 
-def main(argv: list[str] | None = None) -> int:
-    from models.registry_cli import run
-
-    return run(argv)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m models.registry` runs the CLI, which lives in models.registry_cli and imports this
+    # module (as models.registry, not as __main__); running it the way `-m` does keeps the one
+    # direction of import: the CLI depends on the registry, never the other way.
+    import runpy
+
+    runpy.run_module("models.registry_cli", run_name="__main__", alter_sys=True)

@@ -15,6 +15,8 @@ from framestream.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+#: Version names served without a registry: random-initialised nets for speed benchmarks.
+RANDOM_PREFIX = "random-"
 RESAMPLE = ("bilinear", "nearest", "bicubic", "lanczos", "box")
 
 

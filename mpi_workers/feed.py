@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framestream.errors import DeadlineExceeded
-from mpi_workers.protocol import Message, Op, ProtocolError, control_allowed, decode, encode
+from framestream.wire import Message, Op, ProtocolError, control_allowed, decode, encode
 
 if TYPE_CHECKING:
     import zmq

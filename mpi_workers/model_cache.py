@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from models.spec import PreprocessSpec
+from models.spec import RANDOM_PREFIX, PreprocessSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,9 +26,6 @@ if TYPE_CHECKING:
     from models.fallback import ServingChoice
 
 log = logging.getLogger(__name__)
-
-#: Version names served without a registry: random-initialised nets for speed benchmarks.
-RANDOM_PREFIX = "random-"
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Shared by the serving ranks (:mod:`mpi_workers.serve`) and the training ranks fed over ZeroMQ
 (:mod:`mpi_workers.feed`): each rank binds a ROUTER, rank 0 gathers the endpoints over MPI and
-writes the set with the next generation number (see :mod:`mpi_workers.endpoints`).
+writes the set with the next generation number (see :mod:`framestream.endpoints`).
 
 The bind policy lives here too, so no rank can skip it: a loopback address may be plain ZeroMQ, any
 other address needs CURVE keys (:mod:`framestream.security`) or an explicit ``insecure``.
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framestream.security import InsecureBind, PeerGuard, ServerKeys, is_loopback
-from mpi_workers.endpoints import EndpointSet, RankEndpoint, publish, read
+from framestream.endpoints import EndpointSet, RankEndpoint, publish, read
 
 if TYPE_CHECKING:
     import zmq
@@ -48,10 +48,10 @@ class RankSocket:
 
 
 def control_token_from_env() -> str | None:
-    """The gang's control token (:data:`~mpi_workers.protocol.CONTROL_TOKEN_ENV`), taken out of
+    """The gang's control token (:data:`~framestream.wire.CONTROL_TOKEN_ENV`), taken out of
     this rank's environment so that nothing the rank starts inherits it; None when the ranks were
     started without one (then no message can stop them, only a signal)."""
-    from mpi_workers.protocol import CONTROL_TOKEN_ENV
+    from framestream.wire import CONTROL_TOKEN_ENV
 
     return os.environ.pop(CONTROL_TOKEN_ENV, None) or None
 

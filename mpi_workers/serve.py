@@ -2,9 +2,9 @@
 
 Each rank loads the model onto its device (``cuda:<local rank>`` when there is CUDA, else the CPU
 with ``cores // ranks-on-this-host`` threads), binds a ROUTER socket (127.0.0.1 by default) and
-answers INFER / PING / SHUTDOWN (see :mod:`mpi_workers.protocol`). Requests waiting on the socket
+answers INFER / PING / SHUTDOWN (see :mod:`framestream.wire`). Requests waiting on the socket
 are coalesced into one forward pass up to ``--max-batch`` frames (dynamic batching). Rank 0
-gathers every rank's endpoint over MPI and publishes the set (see :mod:`mpi_workers.endpoints`).
+gathers every rank's endpoint over MPI and publishes the set (see :mod:`framestream.endpoints`).
 
 Any message a rank cannot use gets an ERROR reply and the rank keeps serving. SIGTERM ends the
 rank after the batch in hand; so does SHUTDOWN, but only with the gang's control token, which the

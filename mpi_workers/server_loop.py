@@ -14,7 +14,7 @@ import numpy as np
 
 from mpi_workers.batcher import Pending, plan
 from mpi_workers.inference import forward
-from mpi_workers.protocol import Message, Op, ProtocolError, control_allowed, decode, encode
+from framestream.wire import Message, Op, ProtocolError, control_allowed, decode, encode
 
 if TYPE_CHECKING:
     import zmq
@@ -42,7 +42,7 @@ class RankServer:
     non-zero and the supervisor relaunches the gang; the clients re-send what was in flight.
 
     ``control_token``: SHUTDOWN is obeyed only when it carries this token (see
-    :func:`mpi_workers.protocol.control_allowed`); ``None`` (no token given to the ranks) means
+    :func:`framestream.wire.control_allowed`); ``None`` (no token given to the ranks) means
     no message can stop the rank, only a signal.
     """
 

@@ -1,6 +1,7 @@
 """What rank 0 of a retraining job does with the registry: warm start from it, publish to it.
 
-Split from :mod:`mpi_workers.train` (the rank loop), which calls these on rank 0 only.
+Split from :mod:`mpi_workers.train` (the rank loop), which calls these on rank 0 only; both take
+the run's settings from :mod:`mpi_workers.train_settings`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from framestream.errors import ConfigError
 
 if TYPE_CHECKING:
     from models.registry import Registry
-    from mpi_workers.train import RunOptions, TrainSettings
+    from mpi_workers.train_settings import RunOptions, TrainSettings
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ def embedded_broker() -> KafkaBroker:
 
 
 def up(partitions: int | None) -> int:
-    from stack.kafka_admin import ensure_topics
+    from framestream.kafka_admin import ensure_topics
 
     kafka = KafkaSettings.load(partitions=partitions)
     broker = embedded_broker()
@@ -42,7 +42,7 @@ def down() -> int:
 
 
 def status() -> int:
-    from stack.kafka_admin import describe
+    from framestream.kafka_admin import describe
 
     broker = embedded_broker()
     if not broker.running():

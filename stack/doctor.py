@@ -31,7 +31,7 @@ def check_zmq() -> str:
     import numpy as np
     import zmq
 
-    from mpi_workers.protocol import Message, Op, decode, encode
+    from framestream.wire import Message, Op, decode, encode
 
     ctx = zmq.Context.instance()
     server, client = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
@@ -52,7 +52,7 @@ def check_zmq() -> str:
 
 
 def check_kafka(kafka: KafkaSettings) -> str:
-    from stack.kafka_admin import broker_answers, describe
+    from framestream.kafka_admin import broker_answers, describe
 
     if not broker_answers(kafka.bootstrap, timeout=10):
         raise RuntimeError(f"no Kafka broker answers at {kafka.bootstrap}: run `make up`")

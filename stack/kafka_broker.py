@@ -24,7 +24,7 @@ from pathlib import Path
 from framestream.config import BrokerSettings
 from framestream.errors import DeadlineExceeded, ServiceError
 from framestream.paths import jar_dir
-from stack.kafka_admin import broker_answers
+from framestream.kafka_admin import broker_answers
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ service runs in the driver or alone (Spark's Kafka source commits no consumer gr
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -22,13 +21,10 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from framestream.config import KafkaSettings
+from framestream.records import DLQ_DETAIL, DLQ_REASON, DeadLetter, Prediction
 
 log = logging.getLogger(__name__)
 
-# Dead-letter header names: the contract etl/records.py writes (a unit test checks they agree;
-# the status role may not import etl/).
-DLQ_REASON, DLQ_DETAIL = "fs-dlq-reason", "fs-dlq-detail"
-DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET = "fs-dlq-topic", "fs-dlq-partition", "fs-dlq-offset"
 HISTORY = 120          # samples kept for the rate chart
 RATE_WINDOW_S = 5.0    # rates are averaged over this much of the recent samples
 
@@ -127,36 +123,34 @@ class StreamTail:
 
     def _take(self, r: Any) -> None:
         if r.topic == self.kafka.dlq_topic:
-            h = r.headers
-            reason = _header(h, DLQ_REASON) or "unknown"
             self.dead_letters += 1
-            self.reasons[reason] += 1
             try:
-                src = (_header(h, DLQ_TOPIC), int(_header(h, DLQ_PARTITION)),
-                       int(_header(h, DLQ_OFFSET)))
-            except ValueError:
-                src = ("", -1, -1)
+                letter = DeadLetter.from_record(r)
+            except (KeyError, ValueError):  # not one our sink wrote: counted, shown as it is
+                reason = _header(r.headers, DLQ_REASON) or "unknown"
+                src, detail = ("", -1, -1), _header(r.headers, DLQ_DETAIL)
             else:
+                reason, src, detail = letter.reason.value, letter.source, letter.detail
                 self._answer(*src)
+            self.reasons[reason] += 1
             self.last_dead.appendleft({"topic": src[0], "partition": src[1], "offset": src[2],
-                                       "reason": reason, "detail": _header(h, DLQ_DETAIL)[:300],
+                                       "reason": reason, "detail": detail[:300],
                                        "at": r.timestamp / 1000.0})
             return
         try:
-            p = json.loads(r.value)
-            version, pred_ts = str(p["model_version"]), float(p["prediction_ts"])
+            p = Prediction.from_record(r)
         except (ValueError, KeyError, TypeError):
             self.unreadable += 1
             return
+        version, pred_ts = p.model_version, p.prediction_ts
         self.predictions += 1
         v = self.versions.setdefault(version, {"version": version, "predictions": 0,
                                                "first_ts": pred_ts, "last_ts": pred_ts})
         v["predictions"] += 1
         v["first_ts"], v["last_ts"] = min(v["first_ts"], pred_ts), max(v["last_ts"], pred_ts)
-        if isinstance(p.get("capture_ts"), (int, float)):
-            self.latency.append(pred_ts - p["capture_ts"])
-        if isinstance(p.get("partition"), int) and isinstance(p.get("offset"), int):
-            self._answer(str(p.get("topic")), p["partition"], p["offset"])
+        if isinstance(p.capture_ts, (int, float)):
+            self.latency.append(pred_ts - p.capture_ts)
+        self._answer(str(p.topic), p.partition, p.offset)
 
     def _sample(self, ends: dict[int, int]) -> None:
         with self._lock:

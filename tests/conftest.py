@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from framestream.config import BrokerSettings
-from stack.kafka_admin import broker_answers, delete_topics, ensure_topics
+from framestream.kafka_admin import broker_answers, delete_topics, ensure_topics
 from stack.kafka_broker import KafkaBroker
 
 

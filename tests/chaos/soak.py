@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from framestream.paths import REPO, state_dir
-from stack.kafka_admin import delete_topics, ensure_topics
+from framestream.kafka_admin import delete_topics, ensure_topics
 from tests.chaos.harness import PROFILES, ChaosStream
 
 ROLES = ("ranks", "executors", "driver")

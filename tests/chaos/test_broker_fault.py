@@ -14,7 +14,7 @@ import pytest
 
 from framestream.config import BrokerSettings
 from framestream.producer import ProducerSettings
-from stack.kafka_admin import ensure_topics
+from framestream.kafka_admin import ensure_topics
 from stack.kafka_broker import KafkaBroker
 from tests.chaos.harness import ChaosStream, Profile, assert_conserved, record
 from tests.conftest import free_port

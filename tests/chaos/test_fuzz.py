@@ -1,5 +1,5 @@
 """Time-bounded fuzzing of the two decoders that face the outside: frames (etl.decode) and wire
-messages (mpi_workers.protocol, and a live serving loop behind a real socket).
+messages (framestream.wire, and a live serving loop behind a real socket).
 
 A seeded mutational fuzzer (bit flips, byte sets at the header, insertions, deletions, cuts,
 splices of two inputs) over valid seeds: Fashion-MNIST in four formats, the unusual-but-valid
@@ -38,7 +38,7 @@ from framestream.paths import state_dir
 from models.spec import PreprocessSpec
 from mpi_workers.metrics import RankMetrics
 from mpi_workers.model_cache import ModelCache
-from mpi_workers.protocol import DTYPES, VERSION, Message, Op, ProtocolError, decode, encode
+from framestream.wire import DTYPES, VERSION, Message, Op, ProtocolError, decode, encode
 from mpi_workers.server_loop import RankServer
 
 pytestmark = [pytest.mark.chaos]

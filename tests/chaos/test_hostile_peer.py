@@ -21,7 +21,7 @@ import msgpack
 import pytest
 import zmq
 
-from mpi_workers.protocol import DTYPES, VERSION, Message, Op, decode, encode
+from framestream.wire import DTYPES, VERSION, Message, Op, decode, encode
 from tests.chaos.harness import ChaosStream, Profile, assert_conserved, record
 
 pytestmark = [pytest.mark.chaos, pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi,

@@ -27,7 +27,7 @@ import zmq
 from framestream import hostile, results
 from framestream.frames import Frame
 from framestream.producer import fashion_frames, mix_in
-from mpi_workers.protocol import Message, Op, encode
+from framestream.wire import Message, Op, encode
 from tests.chaos.harness import ChaosStream, Profile, assert_conserved, record
 
 pytestmark = [pytest.mark.chaos, pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi,

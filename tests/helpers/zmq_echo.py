@@ -11,7 +11,7 @@ import sys
 import torch
 import zmq
 
-from mpi_workers.protocol import Op, ProtocolError, decode, encode
+from framestream.wire import Op, ProtocolError, decode, encode
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
 
 
 def encode_error(exc: ProtocolError) -> list[object]:
-    from mpi_workers.protocol import Message
+    from framestream.wire import Message
 
     return encode(Message(Op.ERROR, 0, meta={"code": exc.code, "detail": exc.detail}))
 

@@ -9,7 +9,7 @@ import pytest
 
 from framestream.config import BrokerSettings
 from framestream.errors import ConfigError, ServiceError
-from stack.kafka_admin import broker_answers
+from framestream.kafka_admin import broker_answers
 from stack.kafka_broker import KafkaBroker
 from tests.conftest import free_port
 

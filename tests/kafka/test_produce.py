@@ -21,7 +21,7 @@ from framestream.frames import (CORRUPT_HEADER, EXPECT_HEADER, FORMAT_HEADER, Fr
 from framestream.producer import ProducerSettings, fashion_frames, publish_frames
 from jobs import produce
 from models.spec import PreprocessSpec
-from stack.kafka_admin import ensure_topics
+from framestream.kafka_admin import ensure_topics
 from stack.kafka_broker import KafkaBroker
 from tests.conftest import free_port
 

@@ -19,8 +19,8 @@ import zmq
 from etl.feed import end_feed
 from framestream.paths import REPO
 from launcher.mpirun import kill_group, mpi_env, mpirun_cmd
-from mpi_workers import endpoints
-from mpi_workers.protocol import (CONTROL_TOKEN_ENV, VERSION, Message, Op, decode, encode,
+from framestream import endpoints
+from framestream.wire import (CONTROL_TOKEN_ENV, VERSION, Message, Op, decode, encode,
                                   new_control_token)
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]

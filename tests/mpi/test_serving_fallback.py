@@ -18,8 +18,8 @@ import zmq
 from etl.client import ClientSettings, RankClient, RankError
 from framestream.paths import REPO
 from models.registry import Registry
-from mpi_workers import endpoints
-from mpi_workers.protocol import Message, Op, decode, encode
+from framestream import endpoints
+from framestream.wire import Message, Op, decode, encode
 from tests.helpers.registry import publish_random
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]

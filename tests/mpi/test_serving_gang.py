@@ -13,7 +13,7 @@ import pytest
 from etl.client import ClientSettings, RankClient
 from launcher.gang import ServingGang, parse_failure
 from launcher.policy import State, SupervisionPolicy
-from mpi_workers import endpoints
+from framestream import endpoints
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 VERSION = "random-fashion_cnn"

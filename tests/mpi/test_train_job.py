@@ -14,7 +14,7 @@ from launcher.errors import RankFailed
 from launcher.mpirun import run_mpi
 from models.registry import Registry
 from models.train_loop import evaluate
-from mpi_workers.train import ensure_first_version
+from jobs.first_version import ensure_first_version
 
 pytestmark = pytest.mark.mpi
 HOLDOUT = 2000  # the first 2000 test images: a named holdout of its own, quick to evaluate

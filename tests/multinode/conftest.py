@@ -1,5 +1,5 @@
 """Several real nodes on one machine: a Ray head + a worker node in its own network namespace
-(launcher.loopback), and a Spark standalone master + worker.
+(tests.multinode.loopback), and a Spark standalone master + worker.
 
 - ``loopback_ray``: the two-node Ray cluster for the module, with this process connected to it
   (each Launcher of a test joins that connection).
@@ -32,7 +32,7 @@ def loopback_ray() -> Iterator[object]:
         pytest.skip("the loopback cluster needs root and iproute2 (network namespaces)")
     import ray
 
-    from launcher.loopback import LoopbackCluster
+    from tests.multinode.loopback import LoopbackCluster
     from launcher.ray_cluster import RaySettings, connect
 
     cluster = LoopbackCluster(workers=1, head_cpus=1, worker_cpus=1)

@@ -20,7 +20,7 @@ from framestream.producer import fashion_frames, publish_frames
 from launcher.api import Launcher
 from launcher.records import read_all
 from launcher.settings import LauncherSettings
-from mpi_workers import endpoints
+from framestream import endpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mpi]
 VERSION = "random-fashion_cnn"

@@ -20,7 +20,7 @@ from launcher.policy import State, SupervisionPolicy
 from launcher.ray_cluster import RaySettings
 from launcher.records import read_all
 from launcher.settings import LauncherSettings
-from mpi_workers import endpoints
+from framestream import endpoints
 
 pytestmark = pytest.mark.ray
 VERSION = "random-fashion_cnn"

@@ -20,7 +20,7 @@ from framestream.config import KafkaSettings
 from framestream.frames import Frame
 from framestream.producer import fashion_frames, make_producer, publish_frames
 from launcher.gang import ServingGang
-from stack.kafka_admin import admin_client, delete_topics, ensure_topics
+from framestream.kafka_admin import admin_client, delete_topics, ensure_topics
 from tests.stream.helpers import run_stream, start_stream
 
 pytestmark = [pytest.mark.kafka]

@@ -57,7 +57,7 @@ def test_summarize_of_a_backlog_counts_from_the_resume() -> None:
     ("executor", "classify_batch (etl/classify.py:70);decode_one (etl/decode.py:150);"
                  "ImageFile.load (PIL/ImageFile.py:300)", "decode"),
     ("executor", "classify_batch (etl/classify.py:70);RankClient.submit (etl/client.py:120);"
-                 "encode (mpi_workers/protocol.py:98)", "send"),
+                 "encode (framestream/wire.py:98)", "send"),
     ("executor", "classify_batch (etl/classify.py:80);predictions (etl/records.py:90)",
      "sink rows"),
     ("rank", "RankServer.run (mpi_workers/server_loop.py:78);RankServer._infer "
@@ -66,7 +66,7 @@ def test_summarize_of_a_backlog_counts_from_the_resume() -> None:
     ("rank", "RankServer._infer (mpi_workers/server_loop.py:151);forward "
              "(mpi_workers/server_loop.py:163);normalize (models/spec.py:70)", "preprocess"),
     ("rank", "RankServer._infer (mpi_workers/server_loop.py:151);RankServer._reply "
-             "(mpi_workers/server_loop.py:97);encode (mpi_workers/protocol.py:98)", "reply"),
+             "(mpi_workers/server_loop.py:97);encode (framestream/wire.py:98)", "reply"),
     ("rank", "somewhere_else (x.py:1)", "other Python"),
 ])
 def test_classify_takes_the_innermost_known_frame(role: str, stack: str, stage: str) -> None:

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from launcher.mpirun import mpi_env
-from mpi_workers.protocol import CONTROL_TOKEN_ENV
+from framestream.wire import CONTROL_TOKEN_ENV
 from mpi_workers.rank_socket import control_token_from_env
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpi_workers.protocol import (DTYPES, MAX_DIM, MAX_ELEMENTS, MAX_HEADER_BYTES, VERSION,
+from framestream.wire import (DTYPES, MAX_DIM, MAX_ELEMENTS, MAX_HEADER_BYTES, VERSION,
                                   Message, Op, ProtocolError, control_allowed, decode, encode,
                                   new_control_token)
 

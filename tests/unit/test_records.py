@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from etl.records import (DLQ_DETAIL, DLQ_REASON, DLQ_SHA256, DLQ_SIZE, DLQ_TRUNCATED, HEADERS_TYPE,
-                         dead_letters, predictions)
+from etl.records import HEADERS_TYPE, dead_letters, predictions
 from framestream.frames import CAPTURE_TS_HEADER, FRAME_ID_HEADER, LABEL_HEADER
+from framestream.records import DLQ_DETAIL, DLQ_REASON, DLQ_SHA256, DLQ_SIZE, DLQ_TRUNCATED
 
 
 def strict_loads(raw: bytes) -> Any:

@@ -17,13 +17,6 @@ from status.files import RankWatch, _jsonl_tail, registry_view, runs_view
 from status.settings import StatusSettings
 
 
-def test_dead_letter_header_names_are_the_ones_etl_writes() -> None:
-    from etl import records
-
-    for name in ("DLQ_REASON", "DLQ_DETAIL", "DLQ_TOPIC", "DLQ_PARTITION", "DLQ_OFFSET"):
-        assert getattr(stream_tail, name) == getattr(records, name)
-
-
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "*"])
 def test_an_off_loopback_bind_needs_the_explicit_opt_in(host: str, capsys) -> None:
     with pytest.raises(ConfigError, match="FRAMESTREAM_STATUS_HOST.*--allow-remote"):

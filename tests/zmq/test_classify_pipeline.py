@@ -17,8 +17,9 @@ from etl import client as client_mod
 from etl.classify import BatchContext, classify_partition
 from etl.client import ClientSettings, cached_client
 from etl.decode import FrameLimits, decode_batch
-from etl.records import DEAD_LETTER, DLQ_REASON, PREDICTION
+from etl.records import DEAD_LETTER, PREDICTION
 from framestream.frames import encode_image
+from framestream.records import DLQ_REASON
 from mpi_workers.server_loop import forward
 from models.nets import DEFAULT_SPECS
 from tests.zmq.test_rank_client import VERSION, endpoint_set, frames, two_ranks  # noqa: F401

@@ -25,10 +25,10 @@ from framestream import keys as keys_cli
 from framestream.errors import ConfigError
 from framestream.paths import REPO
 from framestream.security import InsecureBind, server_keys
-from mpi_workers.endpoints import EndpointSet, RankEndpoint
+from framestream.endpoints import EndpointSet, RankEndpoint
 from mpi_workers.metrics import RankMetrics
 from mpi_workers.model_cache import ModelCache
-from mpi_workers.protocol import Message, Op, decode, encode
+from framestream.wire import Message, Op, decode, encode
 from mpi_workers.rank_socket import bind_router
 from mpi_workers.serve import peer_counter
 from mpi_workers.server_loop import RankServer
@@ -245,7 +245,7 @@ def test_serve_refuses_to_start_on_a_network_address_without_keys(tmp_path: Path
 def test_serve_with_keys_on_a_network_address_answers_allowed_clients(key_dir: Path,
                                                                       tmp_path: Path) -> None:
     from launcher.mpirun import kill_group, mpi_env, mpirun_cmd
-    from mpi_workers import endpoints
+    from framestream import endpoints
 
     ep = tmp_path / "ep.json"
     cmd = mpirun_cmd(2, "mpi_workers.serve", ["--bind", "0.0.0.0", "--version", VERSION,

@@ -17,7 +17,7 @@ import etl.client
 from etl.client import ClientSettings, RankClient, RanksUnavailable
 from mpi_workers.metrics import RankMetrics
 from mpi_workers.model_cache import ModelCache
-from mpi_workers.protocol import VERSION, Message, Op, decode, encode
+from framestream.wire import VERSION, Message, Op, decode, encode
 from mpi_workers.server_loop import RankServer
 from tests.zmq.test_rank_client import VERSION as MODEL, Rank, SilentRank, endpoint_set, frames
 

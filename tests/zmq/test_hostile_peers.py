@@ -15,7 +15,7 @@ import zmq
 
 from models.spec import PreprocessSpec
 from mpi_workers.feed import FeedReceiver
-from mpi_workers.protocol import VERSION, Message, Op, decode, encode, new_control_token
+from framestream.wire import VERSION, Message, Op, decode, encode, new_control_token
 from tests.zmq.test_rank_client import VERSION as MODEL, Rank, frames
 
 pytestmark = pytest.mark.zmq

@@ -13,10 +13,10 @@ import torch
 import zmq
 
 from etl.client import ClientSettings, RankClient, RankError, RanksUnavailable
-from mpi_workers.endpoints import EndpointSet, RankEndpoint
+from framestream.endpoints import EndpointSet, RankEndpoint
 from mpi_workers.metrics import RankMetrics
 from mpi_workers.model_cache import ModelCache
-from mpi_workers.protocol import Message, Op, decode, encode
+from framestream.wire import Message, Op, decode, encode
 from mpi_workers.server_loop import RankServer, forward
 
 pytestmark = pytest.mark.zmq

@@ -11,7 +11,7 @@ import torch
 import zmq
 
 from framestream.paths import REPO
-from mpi_workers.protocol import Message, Op, decode, encode
+from framestream.wire import Message, Op, decode, encode
 
 pytestmark = pytest.mark.zmq
 

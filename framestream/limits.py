@@ -1,8 +1,8 @@
 """What a frame may be before the ETL spends time on it: limits, rejection reasons, the rejection.
 
-Kept apart from :mod:`etl.decode` (which imports Pillow) so that settings tables, the DLQ writer and
-tests can name reasons and limits without loading an image library. ``etl.decode`` re-exports all
-three names; code that decodes imports them from there.
+Kept apart from :mod:`etl.decode` (which imports Pillow) so that settings tables and tests can
+name limits without loading an image library. The reasons themselves are the contract
+:class:`framestream.records.Reason`.
 
 Every limit is a setting ``FRAMESTREAM_LIMITS_<NAME>``::
 
@@ -11,10 +11,10 @@ Every limit is a setting ``FRAMESTREAM_LIMITS_<NAME>``::
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 from framestream.errors import FramestreamError
+from framestream.records import DEFAULT_MAX_FRAME_BYTES, Reason
 from framestream.settings import check, settings_section
 
 #: Raster formats the ETL can be told to accept (Pillow format names). Formats that run external
@@ -22,23 +22,6 @@ from framestream.settings import check, settings_section
 KNOWN_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "AVIF",
                                   "JPEG2000", "QOI")
 DEFAULT_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-
-
-class Reason(str, enum.Enum):
-    """Why a frame was rejected. The values go to the DLQ and into metrics: keep them stable."""
-
-    EMPTY = "empty"                          # null or zero bytes
-    TOO_LARGE = "too_large"                  # more encoded bytes than max_bytes
-    UNDECODABLE = "undecodable"              # not an image Pillow can read, or broken inside
-    TRUNCATED = "truncated"                  # a readable header, then the data stops early
-    UNSUPPORTED_FORMAT = "unsupported_format"  # a real image, in a format not in `formats`
-    TOO_MANY_PIXELS = "too_many_pixels"      # declared width*height over max_pixels
-    BAD_DIMENSIONS = "bad_dimensions"        # a zero side, a side over max_side, absurd aspect
-    UNSUPPORTED_MODE = "unsupported_mode"    # pixels with no agreed mapping to L/RGB (e.g. float)
-    TIMEOUT = "timeout"                      # decoding took longer than decode_timeout_s
-
-    def __str__(self) -> str:  # so f"{reason}" is the stable value, not "Reason.EMPTY"
-        return self.value
 
 
 class FrameRejected(FramestreamError, ValueError):
@@ -68,7 +51,7 @@ class FrameLimits:
     so no frame can hold an executor; 0 turns the clock off.
     """
 
-    max_bytes: int = field(default=10 * 1024 * 1024, metadata=check(lambda v: v >= 1, ">= 1"))
+    max_bytes: int = field(default=DEFAULT_MAX_FRAME_BYTES, metadata=check(lambda v: v >= 1, ">= 1"))
     max_pixels: int = field(default=40_000_000, metadata=check(lambda v: v >= 1, ">= 1"))
     max_side: int = field(default=16384, metadata=check(lambda v: 1 <= v <= 65535, "1..65535"))
     max_aspect: float = field(default=50.0, metadata=check(lambda v: v >= 1.0, ">= 1.0"))

@@ -1,4 +1,4 @@
-"""``python -m launcher.timings``: measure what a user waits for, with the real engines.
+"""``python -m bench.launcher_timings``: measure what a user waits for, with the real engines.
 
 - ``reserve_s``: ``Launcher.acquire()`` after Ray is connected: placement group, holders,
   hostfile (what every gang pays before mpirun starts);
@@ -7,8 +7,8 @@
 - ``relaunch_after_kill_s``: ``kill -9`` of one rank until the relaunched gang (new generation)
   answers again, restarts = 1 (failure noticed, backoff, mpirun, publish, reply).
 
-    python -m launcher.timings --repeat 3                                  # a private local Ray
-    python -m launcher.timings --address 10.201.7.1:6379 --strategy SPREAD # e.g. the loopback one
+    python -m bench.launcher_timings --repeat 3                                  # a private local Ray
+    python -m bench.launcher_timings --address 10.201.7.1:6379 --strategy SPREAD # e.g. the loopback one
 
 Prints one JSON object: every run and the median of each figure. Ranks reachable from other
 hosts need the CURVE settings (see ``python -m framestream.keys``); the backoff before a relaunch
@@ -35,7 +35,7 @@ def _answer(ep_file: Path, generation: int, deadline_s: float) -> float:
     import numpy as np
 
     from etl.client import ClientSettings, RankClient
-    from mpi_workers import endpoints
+    from framestream import endpoints
 
     images = np.zeros((64, 28, 28, 1), dtype=np.uint8)
     deadline = time.monotonic() + deadline_s
@@ -58,7 +58,7 @@ def one_run(ranks: int, strategy: str) -> dict[str, Any]:
     from launcher.api import Launcher
     from launcher.ray_cluster import connect
     from launcher.settings import LauncherSettings
-    from mpi_workers import endpoints
+    from framestream import endpoints
 
     with tempfile.TemporaryDirectory(prefix="fs-timings-") as tmp:
         ep_file = Path(tmp) / "endpoints.json"
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from launcher.ray_cluster import RaySettings, connect
 
-    p = argparse.ArgumentParser(prog="python -m launcher.timings", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.launcher_timings", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--address", help="Ray cluster (FRAMESTREAM_RAY_ADDRESS, default local)")
     p.add_argument("--ranks", type=int, default=2)

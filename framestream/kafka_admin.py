@@ -51,7 +51,7 @@ def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
 def default_topic_configs() -> dict[str, str]:
     """Configs of the topics framestream creates: records as large as the stream's sink writes
     (FRAMESTREAM_LIMITS_MAX_BYTES + 64 KiB, see framestream.topics)."""
-    from etl.limits import FrameLimits
+    from framestream.limits import FrameLimits
     from framestream.config import KafkaSettings
     from framestream.topics import topic_configs
 

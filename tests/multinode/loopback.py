@@ -1,4 +1,4 @@
-"""A real multi-node Ray cluster on one machine: ``python -m launcher.loopback up|down``.
+"""A real multi-node Ray cluster on one machine: ``python -m tests.multinode.loopback up|down``.
 
 The head runs in this machine's network namespace on a bridge address; every worker node runs in
 its own network namespace (its own IP on that bridge) and UTS namespace (its own host name), so
@@ -7,9 +7,9 @@ through its launch agent, MPI and gloo talk TCP across the bridge, and nothing c
 the shared-memory shortcut. Each node is a real ``ray start`` with its own ``--num-cpus`` and a
 custom resource naming it (``fs_head``, ``fs_node1``, ...). Needs root and ``ip`` (iproute2).
 
-    python -m launcher.loopback up --workers 1 --head-cpus 1 --worker-cpus 1   # prints the address
+    python -m tests.multinode.loopback up --workers 1 --head-cpus 1 --worker-cpus 1   # prints the address
     python -m launcher run mpi_workers.selfcheck --address <it> --ranks 2 --strategy STRICT_SPREAD
-    python -m launcher.loopback down --name <it>
+    python -m tests.multinode.loopback down --name <it>
 
 Ray 2.60 turns token authentication on when a token exists: ``up`` makes sure one exists
 (``ray get-auth-token --generate``) and starts every node with ``RAY_AUTH_MODE=token``; drivers
@@ -220,7 +220,7 @@ def _interrupt(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     from framestream.logs import setup_logging
 
-    p = argparse.ArgumentParser(prog="python -m launcher.loopback", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tests.multinode.loopback", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("up", "down"))
     p.add_argument("--workers", type=int, default=1)
