@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+if TYPE_CHECKING:
+    from mpi_workers.model_cache import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,33 @@ class RankMetrics:
                                  registry=r).labels(**labels)
         self.model = Info("framestream_rank_model", "model version served by default", ["rank"],
                           registry=r).labels(**labels)
+        self.runtime = Info("framestream_rank_runtime", "what runs each loaded version's model "
+                            "step: runtime, the one asked for, and why they differ (fallback_reason "
+                            "unavailable, export_failed, parity or device; empty when none)",
+                            ["rank", "version"], registry=r)
+        self.runtime_fallbacks = Counter("framestream_rank_runtime_fallbacks", "versions loaded "
+                                         "with eager torch because the runtime asked for could not "
+                                         "be built or failed the parity gate, by reason",
+                                         ["rank", "reason"], registry=r)
         self._rank = str(rank)
+        from models.runtime import FALLBACK_REASONS
+
+        for reason in FALLBACK_REASONS:  # the series exist at 0 before the first fallback
+            self.runtime_fallbacks.labels(rank=self._rank, reason=reason)
+
+    def record_runtime(self, model: "LoadedModel") -> None:
+        """``ModelCache``'s ``on_load``: the runtime of ``model`` (and a fallback, if any)."""
+        choice = model.runtime
+        if choice is None:
+            return
+        info = {"runtime": choice.runtime, "requested": choice.requested,
+                "fallback_reason": choice.fallback_reason}
+        if choice.parity is not None:
+            info.update(parity_max_abs_diff=f"{choice.parity.max_abs_diff:.3g}",
+                        parity_near_ties=str(choice.parity.near_ties))
+        self.runtime.labels(rank=self._rank, version=model.version).info(info)
+        if choice.fell_back:
+            self.runtime_fallbacks.labels(rank=self._rank, reason=choice.fallback_reason).inc()
 
     def count(self, op: str, outcome: str) -> None:
         self.requests.labels(rank=self._rank, op=op, outcome=outcome).inc()

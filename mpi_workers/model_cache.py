@@ -9,21 +9,31 @@ At start the rank serves what ``serving.json`` names, or, when that version does
 checksum, broken or escaping manifest, missing) or the file does not parse, the newest version that
 does (:func:`models.fallback.choose_serving`, the same choice the stream driver makes), so a bad
 promotion followed by a relaunch does not take the ranks down.
+
+Each version loads as eager torch and then, unless ``runtime`` is ``eager``, gets the fast runtime
+(:mod:`models.runtime`): the version's ONNX export (cached and checksummed beside its weights,
+:mod:`models.onnx_export`) in ONNX Runtime, used only when it passes the parity gate against eager
+torch on the gate's holdout frames. When it cannot be built or fails the gate, the version serves
+eager torch and the reason is logged and handed to ``on_load`` (the rank's metrics).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from models.runtime import RUNTIMES, RuntimeChoice
 from models.spec import RANDOM_PREFIX, PreprocessSpec
 
 if TYPE_CHECKING:
     from torch import nn
 
     from models.fallback import ServingChoice
+    from models.registry import Manifest
+    from models.runtime import OrtRunner
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +44,25 @@ class LoadedModel:
     net: "nn.Module"
     spec: PreprocessSpec
     device: str = "cpu"
+    #: the fast runtime that runs the model step (None: eager torch, ``net``)
+    runner: "OrtRunner | None" = None
+    runtime: RuntimeChoice | None = None
 
 
 class ModelCache:
+    """``runtime``: ``eager`` (the default for in-process users: tests, benches) or a fast runtime
+    (``auto``/``onnxruntime``; ``python -m mpi_workers.serve`` passes ``--runtime``, default
+    auto). ``on_load(model)`` is called for each version loaded, with ``model.runtime`` set."""
+
     def __init__(self, registry_root: str | None, device: str, keep: int = 3,
-                 default: str | None = None) -> None:
+                 default: str | None = None, runtime: str = "eager",
+                 on_load: Callable[[LoadedModel], None] | None = None) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.device = device
         self.keep = keep
+        self.runtime = runtime
+        self._on_load = on_load
         self._registry_root = registry_root
         self._registry = None
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -79,9 +101,70 @@ class ModelCache:
             name = version[len(RANDOM_PREFIX):]
             torch.manual_seed(0)  # the same random weights on every rank
             net = build(name).eval().to(self.device)
-            return LoadedModel(version, net, DEFAULT_SPECS[name], self.device)
+            model = LoadedModel(version, net, DEFAULT_SPECS[name], self.device)
+            return self._with_runtime(model, None)
         net, manifest = self.registry.load(version, device=self.device)
-        return LoadedModel(version, net, manifest.preprocess_spec(), self.device)
+        model = LoadedModel(version, net, manifest.preprocess_spec(), self.device)
+        return self._with_runtime(model, manifest)
+
+    def _with_runtime(self, model: LoadedModel, manifest: "Manifest | None") -> LoadedModel:
+        """``model`` with the fast runtime attached when it can be built and passes the gate."""
+        from models import runtime as rt
+
+        asked = self.runtime
+        if asked == "eager":
+            model.runtime = RuntimeChoice(asked, "eager")
+            return model
+        if not str(self.device).startswith("cpu"):  # ONNX Runtime's CUDA EP: not built (yet)
+            model.runtime = RuntimeChoice(asked, "eager", "" if asked == "auto" else "device",
+                                          f"no fast runtime for {self.device}")
+            return self._fell_back(model)
+        why = rt.available()
+        if why:
+            model.runtime = RuntimeChoice(asked, "eager", "unavailable", why)
+            return self._fell_back(model)
+        try:
+            runner = rt.OrtRunner(self._export(model, manifest), self._threads())
+        except Exception as exc:  # noqa: BLE001 -- the fast path is optional; eager still serves
+            log.exception("ONNX export/session of %s failed", model.version)
+            model.runtime = RuntimeChoice(asked, "eager", "export_failed",
+                                          f"{type(exc).__name__}: {exc}")
+            return self._fell_back(model)
+        from mpi_workers.inference import forward
+
+        frames = rt.gate_frames(model.spec)
+        parity = rt.compare(forward(model, frames), forward(replace(model, runner=runner), frames))
+        if not parity.ok:
+            model.runtime = RuntimeChoice(asked, "eager", "parity", parity.describe(), parity)
+            return self._fell_back(model)
+        model.runner = runner
+        model.runtime = RuntimeChoice(asked, runner.name, parity=parity)
+        log.info("%s runs on %s (%d threads); parity gate passed: %s", model.version,
+                 runner.name, runner.threads, parity.describe())
+        return model
+
+    def _fell_back(self, model: LoadedModel) -> LoadedModel:
+        choice = model.runtime
+        assert choice is not None
+        if choice.fell_back:
+            log.error("%s serves eager torch instead of %s (%s: %s)", model.version,
+                      choice.requested, choice.fallback_reason, choice.detail)
+        return model
+
+    def _export(self, model: LoadedModel, manifest: "Manifest | None") -> bytes:
+        from models.onnx_export import cached_export, export_onnx
+        from mpi_workers.inference import forward_rows
+
+        rows = forward_rows(self.device)
+        if manifest is None:  # a random-init benchmark net: no registry to cache in
+            return export_onnx(model.net, model.spec, rows)
+        return cached_export(self.registry, model.version, manifest, model.net, rows)
+
+    @staticmethod
+    def _threads() -> int:
+        import torch
+
+        return torch.get_num_threads()  # the rank's thread count, set before the cache is built
 
     def get(self, version: str | None) -> LoadedModel:
         version = version or self.default_version
@@ -90,6 +173,8 @@ class ModelCache:
             return self._models[version]
         model = self._load(version)
         log.info("loaded model %s on %s", version, self.device)
+        if self._on_load is not None:
+            self._on_load(model)
         self._models[version] = model
         while len(self._models) > self.keep:  # evict the least recently used, never the default
             victim = next(v for v in self._models if v != self.default_version)

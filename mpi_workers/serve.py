@@ -56,6 +56,10 @@ class ServeSettings:
     device: str = field(default="auto", metadata=check(
         lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"))
     threads: int = field(default=0, metadata=check(lambda v: v >= 0, "0 (auto) or >= 1"))
+    # what runs the model step (models/runtime.py): auto = ONNX Runtime on a CPU when it passes
+    # the parity gate against eager torch, else eager torch
+    runtime: str = field(default="auto", metadata=check(
+        lambda v: v in ("auto", "eager", "onnxruntime"), "auto, eager or onnxruntime"))
     refresh_s: float = field(default=0.5, metadata=check(lambda v: v > 0, "> 0"))
     curve_secret: str = ""              # the ranks' secret certificate (enables CURVE)
     curve_clients: str = ""             # folder of allowed client public certificates (*.key)
@@ -88,6 +92,9 @@ def parse_args(argv: list[str] | None) -> tuple[ServeSettings, argparse.Namespac
     p.add_argument("--version", help="serve this version instead of following the registry")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, help="torch threads per rank (0 = cores // local ranks)")
+    p.add_argument("--runtime", choices=("auto", "eager", "onnxruntime"),
+                   help="what runs the model step (FRAMESTREAM_SERVE_RUNTIME, default auto: ONNX "
+                        "Runtime on a CPU if it passes the parity gate against eager torch)")
     p.add_argument("--generation", type=int, default=None,
                    help="endpoint generation to publish (default: the published one + 1)")
     p.add_argument("--job", default="", help="launch id recorded with the endpoints")
@@ -102,6 +109,7 @@ def parse_args(argv: list[str] | None) -> tuple[ServeSettings, argparse.Namespac
     settings = ServeSettings.load(bind=args.bind, port=args.port, max_batch=args.max_batch,
                                   metrics_port=args.metrics_port, endpoints_file=args.endpoints_file,
                                   registry=args.registry, device=args.device, threads=args.threads,
+                                  runtime=args.runtime,
                                   curve_secret=args.curve_secret, curve_clients=args.curve_clients,
                                   insecure=args.insecure)
     return settings, args
@@ -127,10 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     ranks_here = comm.Split_type(MPI.COMM_TYPE_SHARED).size
     device = _device(s.device, local)
     torch.set_num_threads(_threads(s.threads, ranks_here))
-    models = ModelCache(s.registry, device, default=args.version)
+    metrics = RankMetrics(comm.rank)
+    models = ModelCache(s.registry, device, default=args.version, runtime=s.runtime,
+                        on_load=metrics.record_runtime)
 
     ctx = zmq.Context()
-    metrics = RankMetrics(comm.rank)
     bound = bind_router(ctx, s.bind, s.port, comm.rank, s.max_request_bytes, keys, s.insecure,
                         peer_counter(metrics.registry), rcvhwm=s.rcvhwm)
     sock, endpoint = bound.sock, bound.endpoint
@@ -144,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                         s.max_request_bytes, guard=bound.guard, control_token=control_token)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
-    log.info("rank %d serving %s on %s (%s, %d threads)", comm.rank, models.default_version,
-             endpoint, device, torch.get_num_threads())
+    runtime = models.get(models.default_version).runtime
+    log.info("rank %d serving %s on %s (%s, %d threads, %s)", comm.rank, models.default_version,
+             endpoint, device, torch.get_num_threads(), runtime.runtime if runtime else "eager")
     server.run()
     bound.close()
     ctx.term()
