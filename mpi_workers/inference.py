@@ -19,12 +19,20 @@ export, so the property holds through it too (``tests/unit/test_runtime.py``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from mpi_workers.model_cache import LoadedModel
+
+class Servable(Protocol):
+    """What the forward pass needs of a loaded model (:class:`mpi_workers.model_cache.LoadedModel`
+    has it; named structurally so that the model cache, which runs the parity gate through this
+    module, and this module do not import each other)."""
+
+    net: Any
+    spec: Any
+    device: str
+    runner: Any
 
 #: Rows per forward pass on a CPU. Measured with the Fashion-MNIST CNN on this project's 2-core
 #: machines (README "Semantics"): below it the per-call overhead dominates, above it the padding
@@ -39,7 +47,7 @@ def forward_rows(device: str) -> int:
     return CUDA_ROWS if str(device).startswith("cuda") else CPU_ROWS
 
 
-def forward(model: "LoadedModel", images: np.ndarray, max_batch: int | None = None) -> np.ndarray:
+def forward(model: Servable, images: np.ndarray, max_batch: int | None = None) -> np.ndarray:
     """uint8 NHWC frames -> float32 class probabilities ``[len(images), classes]``.
 
     Runs in blocks of :func:`forward_rows` rows whatever ``len(images)`` is, so each frame's
