@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -16,10 +15,9 @@ import pytest
 import zmq
 
 from etl.client import ClientSettings, RankClient, RankError
-from framestream.paths import REPO
 from models.registry import Registry
-from framestream import endpoints
 from framestream.wire import Message, Op, decode, encode
+from tests.helpers.ranks import serving_ranks
 from tests.helpers.registry import publish_random
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
@@ -53,8 +51,6 @@ def ping(endpoint: str) -> Message:
 
 def test_ranks_start_on_the_last_good_version_when_the_promoted_one_fails_its_checksum(
         tmp_path: Path) -> None:
-    from launcher.mpirun import kill_group, mpi_env, mpirun_cmd
-
     registry = Registry(tmp_path / "registry")
     v1 = publish_random(registry, 1)
     assert registry.promote(v1).promoted
@@ -62,45 +58,33 @@ def test_ranks_start_on_the_last_good_version_when_the_promoted_one_fails_its_ch
     assert registry.promote(v2, force=True).promoted
     corrupt_and_name(registry, v2)
 
-    ep = tmp_path / "ep.json"
-    cmd = mpirun_cmd(2, "mpi_workers.serve", ["--registry", str(registry.root), "--threads", "1",
-                                              "--endpoints-file", str(ep),
-                                              "--metrics-port", "0"])
-    log = tmp_path / "ranks.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=mpi_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=REPO)
     client = None
-    try:
+    with serving_ranks(tmp_path, registry.root) as ranks:
+        published, proc, log = ranks.published, ranks.proc, ranks.log
         try:
-            published = endpoints.wait_for(ep, 120)
-        except Exception:
-            raise AssertionError(f"ranks did not come up (exit {proc.poll()}):\n"
-                                 f"{log.read_text(errors='replace')[-4000:]}") from None
-        assert published.model_version == v1 and len(published.ranks) == 2
-        for r in published.ranks:
-            pong = ping(r.endpoint)
-            assert pong.op is Op.PONG and pong.model == v1
-            text = urllib.request.urlopen(r.metrics, timeout=10).read().decode()
-            assert re.search(r'framestream_rank_model_fallbacks_total\{rank="%d",'
-                             r'reason="checksum_mismatch"\} 1\.0' % r.rank, text), text
-            info = re.search(r'framestream_rank_model_info\{([^}]*)\}', text)
-            assert info and f'version="{v1}"' in info.group(1) \
-                and f'named="{v2}"' in info.group(1), text
+            assert published.model_version == v1 and len(published.ranks) == 2
+            for r in published.ranks:
+                pong = ping(r.endpoint)
+                assert pong.op is Op.PONG and pong.model == v1
+                text = urllib.request.urlopen(r.metrics, timeout=10).read().decode()
+                assert re.search(r'framestream_rank_model_fallbacks_total\{rank="%d",'
+                                 r'reason="checksum_mismatch"\} 1\.0' % r.rank, text), text
+                info = re.search(r'framestream_rank_model_info\{([^}]*)\}', text)
+                assert info and f'version="{v1}"' in info.group(1) \
+                    and f'named="{v2}"' in info.group(1), text
 
-        client = RankClient(published, ClientSettings(chunk_frames=32, request_timeout_s=10),
-                            refresh=lambda: endpoints.read(ep))
-        images = np.random.default_rng(0).integers(0, 256, (96, 28, 28, 1), dtype=np.uint8)
-        scores, version = client.infer(images, v1)
-        assert version == v1 and scores.shape == (96, 10)
-        with pytest.raises(RankError) as err:  # the driver asks for what cannot load
-            client.infer(images[:4], v2)
-        assert err.value.code == "MODEL_UNAVAILABLE" and "checksum" in str(err.value).lower()
-        assert proc.poll() is None  # a per-request error, not a crash
-        again, _ = client.infer(images, None)  # the default is the fallback version
-        np.testing.assert_allclose(again, scores, atol=1e-6)
-    finally:
-        if client is not None:
-            client.close()
-        kill_group(proc)
+            client = RankClient(published, ClientSettings(chunk_frames=32, request_timeout_s=10),
+                                refresh=ranks.read)
+            images = np.random.default_rng(0).integers(0, 256, (96, 28, 28, 1), dtype=np.uint8)
+            scores, version = client.infer(images, v1)
+            assert version == v1 and scores.shape == (96, 10)
+            with pytest.raises(RankError) as err:  # the driver asks for what cannot load
+                client.infer(images[:4], v2)
+            assert err.value.code == "MODEL_UNAVAILABLE" and "checksum" in str(err.value).lower()
+            assert proc.poll() is None  # a per-request error, not a crash
+            again, _ = client.infer(images, None)  # the default is the fallback version
+            np.testing.assert_allclose(again, scores, atol=1e-6)
+        finally:
+            if client is not None:
+                client.close()
     assert "checksum_mismatch" in log.read_text(errors="replace")

@@ -24,6 +24,7 @@ from mpi_workers.inference import forward
 from mpi_workers.metrics import RankMetrics
 from mpi_workers.model_cache import ModelCache
 from tests.helpers.runtime_models import publish, real_frames, write_wrong_export
+from tests.helpers.rebatch import assert_batch_invariant, bits
 
 FRAMES = 2000
 
@@ -38,10 +39,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 @pytest.fixture(scope="module")
 def frames() -> np.ndarray:
     return real_frames(FRAMES)
-
-
-def _bits(scores: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(scores, dtype=np.float32).view(np.uint32)
 
 
 def test_onnxruntime_scores_match_eager_on_real_frames(registry: Registry,
@@ -72,24 +69,9 @@ def test_onnxruntime_scores_do_not_depend_on_the_batch(registry: Registry, frame
         model = ModelCache(str(registry.root), "cpu", default="v0001",
                            runtime="onnxruntime").get("v0001")
         assert model.runner is not None and model.runner.threads == threads
-        n = 1500
-        whole = _bits(forward(model, frames[:n]))
-        alone = _bits(np.concatenate([forward(model, frames[i:i + 1]) for i in range(0, n, 25)]))
-        rng = np.random.default_rng(11)
-        order = rng.permutation(n)
-        mixed = np.empty_like(whole)
-        start = 0
-        while start < n:  # random batch sizes, random neighbours and positions in the block
-            size = int(rng.choice([1, 2, 3, 5, 7, 16, 31, 33, 64, 100, 255, 256, 300]))
-            rows = order[start:start + size]
-            mixed[rows] = _bits(forward(model, frames[rows]))
-            start += size
+        assert_batch_invariant(lambda x, rng: forward(model, x), frames[:1500], seed=11)
     finally:
         torch.set_num_threads(previous)
-    assert np.array_equal(whole[::25], alone), \
-        f"{int((whole[::25] != alone).any(axis=1).sum())} frames differ alone vs in one batch"
-    assert np.array_equal(whole, mixed), \
-        f"{int((whole != mixed).any(axis=1).sum())} of {n} frames differ when re-batched"
 
 
 def test_the_export_is_cached_checksummed_and_regenerated_when_bad(tmp_path: Path,
@@ -135,8 +117,8 @@ def test_an_export_that_fails_parity_falls_back_to_eager(tmp_path: Path, frames:
     assert model.runtime.parity is not None and not model.runtime.parity.ok
     assert (reg.root / version / export_name(32)).read_bytes() == wrong  # checksum was fine
     eager = ModelCache(str(reg.root), "cpu", default=version, runtime="eager").get(version)
-    np.testing.assert_array_equal(_bits(forward(model, frames[:200])),
-                                  _bits(forward(eager, frames[:200])))
+    np.testing.assert_array_equal(bits(forward(model, frames[:200])),
+                                  bits(forward(eager, frames[:200])))
     assert any("serves eager torch instead of auto (parity" in r.getMessage()
                for r in caplog.records), caplog.text
     from prometheus_client import generate_latest
