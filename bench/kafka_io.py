@@ -143,6 +143,8 @@ def burst(pub: Publisher, fs: FrameSet, topic_in: str, out: Outputs, count: int,
         gate.pause()
     try:
         sent = pub.send(fs, topic_in, count, rate, start)
+        if gate is not None and hasattr(gate, "prepare"):
+            gate.prepare()  # e.g. start profilers: before the clock starts, not inside it
         resumed = time.time()
     finally:
         if gate is not None:

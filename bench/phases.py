@@ -99,8 +99,10 @@ def breakdown(bench: Bench, lane: Lane, work: Path, count: int, cores: int) -> d
         def pause(self) -> None:
             lane.pipeline.pause()
 
-        def resume(self) -> None:
+        def prepare(self) -> None:  # the profilers attach while the pipeline is still paused
             profile.start()
+
+        def resume(self) -> None:
             lane.pipeline.resume()
 
     sample = kafka_io.burst(bench.pub, lane.fs, lane.topic_in, lane.outputs, count,
