@@ -31,7 +31,8 @@ import numpy as np
 import pyarrow as pa
 
 from framestream.frames import finite_float, header_values, parse_int
-from framestream.records import DLQ_TRUNCATED, DeadLetter, Prediction, Reason, TopK
+from framestream.records import (DLQ_TRUNCATED, DeadLetter, Reason, prediction_dict,
+                                 prediction_json)
 
 HEADERS_TYPE = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
 OUT_SCHEMA = pa.schema([("topic", pa.string()), ("key", pa.binary()), ("value", pa.binary()),
@@ -93,16 +94,13 @@ def predictions(rows: np.ndarray, scores: np.ndarray, ranks: np.ndarray, version
     names = list(class_names) or [str(i) for i in range(scores.shape[1] if n else 0)]
     now = time.time()
     values = []
-    for i in range(n):
-        top = tuple(TopK(int(c), names[c] if c < len(names) else str(c), _finite(float(s)))
-                    for c, s in zip(order[i], top_scores[i]))
-        values.append(Prediction(
-            topic=topics[i], partition=parts[i], offset=offsets[i], key=_text(keys[i]),
-            frame_id=_text(frame_ids[i]), label=parse_int(labels[i]),
-            class_index=top[0].index, class_name=top[0].name, topk=top,
-            model_version=version, batch_id=batch_id, rank=int(ranks[i]),
-            ingest_ts=_finite(ingest[i]), capture_ts=finite_float(captures[i]), prediction_ts=now,
-        ).to_json())  # a NaN left here is a bug: to_json fails
+    for i in range(n):  # no dataclass per frame on this path: the layout comes from the contract
+        top = [{"index": int(c), "name": names[c] if c < len(names) else str(c),
+                "score": _finite(float(s))} for c, s in zip(order[i], top_scores[i])]
+        values.append(prediction_json(prediction_dict(
+            topics[i], parts[i], offsets[i], _text(keys[i]), _text(frame_ids[i]),
+            parse_int(labels[i]), top[0]["index"], top[0]["name"], top, version, batch_id,
+            int(ranks[i]), _finite(ingest[i]), finite_float(captures[i]), now)))
     return pa.record_batch([pa.array([topic] * n, pa.string()), pa.array(keys, pa.binary()),
                             pa.array(values, pa.binary()), pa.array([[]] * n, HEADERS_TYPE),
                             pa.array([PREDICTION] * n, pa.string())], schema=OUT_SCHEMA)

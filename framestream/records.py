@@ -60,6 +60,25 @@ COPY_FIELDS = ("prediction_ts", "rank")
 Headers = Sequence[tuple[str, bytes | None]]
 
 
+def prediction_dict(topic: str, partition: int, offset: int, key: str | None,
+                    frame_id: str | None, label: int | None, class_index: int, class_name: str,
+                    topk: list[dict[str, Any]], model_version: str, batch_id: int, rank: int,
+                    ingest_ts: float | None, capture_ts: float | None,
+                    prediction_ts: float) -> dict[str, Any]:
+    """A prediction's JSON layout, in one place: :meth:`Prediction.to_dict` and the sink's
+    per-row hot path (which builds no dataclass per frame) both use it."""
+    return {"topic": topic, "partition": partition, "offset": offset, "key": key,
+            "frame_id": frame_id, "label": label, "class_index": class_index,
+            "class_name": class_name, "topk": topk, "model_version": model_version,
+            "batch_id": batch_id, "rank": rank, "ingest_ts": ingest_ts, "capture_ts": capture_ts,
+            "prediction_ts": prediction_ts}
+
+
+def prediction_json(d: dict[str, Any]) -> bytes:
+    """Strict JSON of :func:`prediction_dict`: a NaN or infinity left in it raises ValueError."""
+    return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
+
+
 @dataclass(frozen=True)
 class TopK:
     index: int
@@ -92,17 +111,16 @@ class Prediction:
         return (self.topic, self.partition, self.offset)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"topic": self.topic, "partition": self.partition, "offset": self.offset,
-                "key": self.key, "frame_id": self.frame_id, "label": self.label,
-                "class_index": self.class_index, "class_name": self.class_name,
-                "topk": [{"index": t.index, "name": t.name, "score": t.score} for t in self.topk],
-                "model_version": self.model_version, "batch_id": self.batch_id,
-                "rank": self.rank, "ingest_ts": self.ingest_ts, "capture_ts": self.capture_ts,
-                "prediction_ts": self.prediction_ts}
+        return prediction_dict(
+            self.topic, self.partition, self.offset, self.key, self.frame_id, self.label,
+            self.class_index, self.class_name,
+            [{"index": t.index, "name": t.name, "score": t.score} for t in self.topk],
+            self.model_version, self.batch_id, self.rank, self.ingest_ts, self.capture_ts,
+            self.prediction_ts)
 
     def to_json(self) -> bytes:
         """The Kafka value. A NaN or infinity left in a field is a bug: it raises ValueError."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
+        return prediction_json(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Prediction":
