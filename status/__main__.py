@@ -34,8 +34,10 @@ def parse(argv: list[str] | None) -> tuple[StatusSettings, KafkaSettings]:
     p.add_argument("--port", type=int, help="TCP port (default 8765; 0 = any free)")
     p.add_argument("--allow-remote", action="store_true", default=None,
                    help="allow a non-loopback --host (the page has no login)")
-    p.add_argument("--spark-ui", help="link to Spark's UI")
-    p.add_argument("--ray-dashboard", help="link to Ray's dashboard")
+    p.add_argument("--spark-ui", help="link to Spark's UI (default: the one a stream driver of "
+                                      "--topic announced in <state>/ui/)")
+    p.add_argument("--ray-dashboard", help="link to Ray's dashboard (default: the one Ray reported "
+                                           "to a launcher, <state>/gangs/)")
     p.add_argument("--refresh", type=float, help="seconds between updates (default 1)")
     p.add_argument("--log-level", default=None)
     a = p.parse_args(argv)

@@ -28,8 +28,10 @@ class StatusSettings:
     refresh_s: float = field(default=1.0, metadata=check(lambda v: 0.1 <= v <= 60, "0.1..60"))
     latency_window: int = field(default=5000, metadata=check(lambda v: v >= 10, ">= 10"))
     scrape_timeout_s: float = field(default=1.0, metadata=check(lambda v: v > 0, "> 0"))
-    spark_ui: str = ""                    # links shown on the page when given
+    # Links: these addresses first, else found (status/links.py); shown while they answer.
+    spark_ui: str = ""
     ray_dashboard: str = ""
+    link_check_s: float = field(default=5.0, metadata=check(lambda v: v > 0, "> 0"))
 
     @property
     def registry_root(self) -> Path:
