@@ -30,6 +30,8 @@ def parse(argv: list[str] | None) -> tuple[StatusSettings, KafkaSettings]:
     p.add_argument("--registry", type=Path, help="model registry root (default <state>/registry)")
     p.add_argument("--state", type=Path, help="state folder: retrain/runs.jsonl, endpoints.json")
     p.add_argument("--endpoints", type=Path, help="the ranks' endpoint file")
+    p.add_argument("--checkpoint", type=Path, help="the stream's checkpoint folder (each "
+                   "micro-batch's pinned model version; default <state>/checkpoints/stream)")
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default 8765; 0 = any free)")
     p.add_argument("--allow-remote", action="store_true", default=None,
@@ -44,6 +46,7 @@ def parse(argv: list[str] | None) -> tuple[StatusSettings, KafkaSettings]:
     setup_logging(a.log_level)
     status = StatusSettings.load(host=a.host, port=a.port, allow_remote=a.allow_remote,
                                  state=a.state, registry=a.registry, endpoints_file=a.endpoints,
+                                 checkpoint=a.checkpoint,
                                  refresh_s=a.refresh, spark_ui=a.spark_ui,
                                  ray_dashboard=a.ray_dashboard)
     kafka = KafkaSettings.load(bootstrap=a.bootstrap, frames_topic=a.topic,

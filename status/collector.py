@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from framestream.config import KafkaSettings
-from status.files import RankWatch, registry_view, runs_view
+from status.files import RankWatch, pins_view, registry_view, runs_view
 from status.links import LinkWatch
 from status.settings import StatusSettings
 from status.stream_tail import StreamTail
@@ -47,6 +47,7 @@ class Collector:
                 "ranks": self.ranks.view(time.monotonic()),
                 "registry": registry_view(s.registry_root),
                 "runs": runs_view(s.runs_log, s.registry_root),
+                "pins": pins_view(s.pins_dir),
                 "links": self.links.view(time.monotonic())}
         self.latest, self.seq = snap, self.seq + 1
         return snap

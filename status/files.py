@@ -58,6 +58,21 @@ def registry_view(root: Path) -> dict[str, Any]:
     return view
 
 
+def pins_view(pins_dir: Path, n: int = 12) -> dict[str, Any]:
+    """The last ``n`` micro-batches' pinned model versions (``<checkpoint>/framestream-pins/``,
+    one small JSON file per batch id, written by the driver), newest first."""
+    batches = []
+    for path in sorted(pins_dir.glob("*.json"))[-n:][::-1]:
+        try:
+            pin = json.loads(path.read_text())
+            batches.append({"batch_id": int(pin["batch_id"]),
+                            "model_version": str(pin["model_version"]),
+                            "pinned_at": pin.get("pinned_at")})
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # pruned or replaced right now
+    return {"dir": str(pins_dir), "batches": batches}
+
+
 def runs_view(runs_log: Path, root: Path) -> list[dict[str, Any]]:
     """The cron's runs, newest first, each with the accuracy per epoch of the version it made."""
     reg = Registry(root)

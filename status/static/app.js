@@ -135,6 +135,10 @@ function render(s) {
     tr.dataset.version = v.version; cell(tr, v.version); cell(tr, num(v.predictions), "count");
     cell(tr, clock(v.first_ts)); cell(tr, clock(v.last_ts));
   });
+  rows("pins", (s.pins || {}).batches || [], (tr, b) => {
+    tr.dataset.batch = b.batch_id; cell(tr, b.batch_id); cell(tr, b.model_version);
+    cell(tr, clock(b.pinned_at));
+  });
   rows("decisions", s.registry.decisions.slice(0, 8), (tr, d) => {
     cell(tr, d.at ? new Date(d.at).toLocaleString("en-GB") : ""); cell(tr, d.event === "promote" ? (d.promoted ? "promoted" : "refused")
       : d.event || "");
@@ -152,11 +156,12 @@ function render(s) {
     cell(tr, fix(x.mean_batch)); cell(tr, bars(x.batch_sizes));
   });
   rows("runs", s.runs.slice(0, 10), (tr, run) => {
-    tr.dataset.version = run.version || ""; cell(tr, run.scheduled || ""); cell(tr, run.status, `status-${run.status}`);
+    tr.dataset.version = run.version || "";
+    cell(tr, run.scheduled ? new Date(run.scheduled).toLocaleString("en-GB") : "").title = run.scheduled || ""; cell(tr, run.status, `status-${run.status}`);
     cell(tr, run.duration_s !== undefined ? `${fix(run.duration_s)} s` : "–");
     cell(tr, run.version || "–"); cell(tr, sparkline(run.epochs || []));
     cell(tr, run.promoted === true ? "promoted" : run.promoted === false ? "kept" : "–");
-    tr.lastChild.title = run.reason || "";
+    cell(tr, run.reason || "", "detail").title = run.reason || "";
   });
   const links = $("links");
   links.replaceChildren();

@@ -1,5 +1,6 @@
-"""Unit tier (no browser): the links the page finds by itself, shown only while they answer, and
-each rank's batch-size distribution read from its real Prometheus histogram."""
+"""Unit tier (no browser): the links the page finds by itself, shown only while they answer, each
+rank's batch-size distribution read from its real Prometheus histogram, and the micro-batches'
+pinned versions as the driver's own pin code writes them."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from etl.pins import VersionPins
 from framestream import web_uis
-from status.files import RankWatch, batch_sizes
+from status.files import RankWatch, batch_sizes, pins_view
 from status.links import LinkWatch
 
 
@@ -101,3 +103,14 @@ def test_batch_sizes_per_rank_come_from_its_histogram(tmp_path: Path) -> None:
                      (1025, None): 1}
     assert sum(sizes.values()) == 7 and rank["mean_batch"] == (2 + 7 + 32 + 33 + 256 + 2000) / 7
     assert batch_sizes({}) == []
+
+
+def test_the_last_micro_batches_pinned_versions_newest_first(tmp_path: Path) -> None:
+    pins = VersionPins(tmp_path / "framestream-pins")
+    for batch in range(15):
+        pins.pin(batch, lambda b=batch: "v0001" if b < 9 else "v0002")
+    (pins.dir / "000000000099.json").write_text("{torn")  # being written right now
+    view = pins_view(pins.dir, n=5)
+    assert [(b["batch_id"], b["model_version"]) for b in view["batches"]] == [
+        (14, "v0002"), (13, "v0002"), (12, "v0002"), (11, "v0002")]
+    assert pins_view(tmp_path / "none")["batches"] == []
