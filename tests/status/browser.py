@@ -72,8 +72,14 @@ def overflowing(driver: Any) -> list[str]:
         "return out;")
 
 
-def resize(driver: Any, width: int, height: int = 2000) -> None:
-    """Set the window, then wait (bounded) until the page's layout has the new width."""
+def resize(driver: Any, width: int, height: int = 2000, fit: bool = False) -> None:
+    """Set the window, then wait (bounded) until the page's layout has the new width; with
+    ``fit``, make the window as tall as the page (a screenshot of all of it, nothing more)."""
     driver.set_window_size(width, height)
     wait_page(driver, lambda d: abs(d.execute_script("return window.innerWidth") - width) <= 20,
               10, f"a {width} px wide window")
+    if fit:
+        tall, chrome_h = driver.execute_script(  # the page's content, the window's own bars
+            "return [document.body.getBoundingClientRect().bottom + window.scrollY,"
+            " window.outerHeight - window.innerHeight];")
+        driver.set_window_size(width, min(4000, int(tall) + 16 + int(chrome_h)))
