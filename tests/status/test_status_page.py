@@ -218,3 +218,4 @@ def test_page_shows_the_stream_as_the_topics_hold_it(kafka_bootstrap, new_topic,
         driver.quit()
         code = stop_stream(stream)
     assert code == 0, (tmp_path / "stream.log").read_text()[-3000:]
+    assert not list(web_uis.ui_dir(tmp_path).glob("*.json")), "the driver left its UI announced"
