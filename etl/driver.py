@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from etl.client import ClientSettings
 from etl.stream import ClassifyBatches, StreamSettings, kafka_sink_options, start_query
+from framestream import web_uis
 from framestream.config import KafkaSettings
 from framestream.errors import FramestreamError
 from framestream.topics import check_output_topics
@@ -78,6 +79,9 @@ class StreamJob:
                                        f"start_ranks (jobs.serving.start_serving_gang)")
             launcher, gang = self.start_ranks(self, cancel)
         spark = spark_session()
+        # the status page links to this driver's Spark UI (framestream/web_uis.py)
+        ui_record = web_uis.announce(web_uis.SPARK_UI, spark.sparkContext.uiWebUrl or "",
+                                     frames_topic=self.kafka.frames_topic)
         listener = ProgressLogger()
         spark.streams.addListener(listener)
         fn = ClassifyBatches(self.stream, self.kafka, self.client,
@@ -114,6 +118,7 @@ class StreamJob:
                               "predictions": st.predictions, "dead_letters": st.dead_letters,
                               "rank_restarts": gang.restarts if gang else 0,
                               "versions": sorted(set(st.versions.values()))}), flush=True)
+            web_uis.withdraw(ui_record)
             spark.stop()
         return code
 

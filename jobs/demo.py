@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         _wait(ready.exists, 300, "the stream to start (log: %s)" % log, stream)
         url = _status_url(log)
         if url:
-            print(f"status page: {url}  (live: rates, lag, dead letters, versions, ranks)",
+            print(f"status page: {url}  (live: rates, lag, dead letters, versions, ranks, "
+                  f"retraining runs; links to Spark's UI and Ray's dashboard while they answer)",
                   flush=True)
         print(f"stream running (log {log}); publishing {a.count} frames + {a.corrupt} corrupt",
               flush=True)

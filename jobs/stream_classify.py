@@ -94,7 +94,8 @@ def parse(argv: list[str] | None) -> "tuple[StreamJob, StatusSettings | None]":
         status = StatusSettings.load(port=a.status_port, host=a.status_host,
                                      allow_remote=a.status_allow_remote,
                                      registry=Path(stream.registry) if stream.registry else None,
-                                     endpoints_file=Path(stream.endpoints_file))
+                                     endpoints_file=Path(stream.endpoints_file),
+                                     checkpoint=Path(stream.checkpoint))
         status.check_bind()  # before anything starts
     return job, status
 

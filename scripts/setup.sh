@@ -64,6 +64,24 @@ else
   log "python packages up to date"
 fi
 
+# --- Ray's dashboard (opt-in) --------------------------------------------------------------------
+# FRAMESTREAM_SETUP_RAY_DASHBOARD=1 installs ray[default]'s packages, pinned in pyproject.toml's
+# ray-dashboard extra (34 packages: aiohttp, grpcio, opentelemetry, cryptography, ...); then
+# FRAMESTREAM_RAY_DASHBOARD=1 gives a private Ray instance its dashboard, and the status page
+# links to it. Off by default: the stream needs none of it.
+if [ "${FRAMESTREAM_SETUP_RAY_DASHBOARD:-0}" = 1 ]; then
+  mapfile -t dash < <("$venv/bin/python" -c 'import tomllib; print("\n".join(tomllib.load(open(
+    "pyproject.toml", "rb"))["project"]["optional-dependencies"]["ray-dashboard"]))')
+  dash_key=$(hash_of <(printf '%s\n' "${dash[@]}") constraints.txt <("$venv/bin/python" -V))
+  if ! fresh ray-dashboard "$dash_key"; then
+    log "pip install Ray's dashboard: ${#dash[@]} pinned packages (FRAMESTREAM_SETUP_RAY_DASHBOARD=1)"
+    "$venv/bin/pip" install -q -c constraints.txt "${dash[@]}"
+    stamp ray-dashboard "$dash_key"
+  else
+    log "Ray's dashboard packages up to date"
+  fi
+fi
+
 # --- jars from Maven Central ----------------------------------------------------------------------
 for name in kafka-broker spark-kafka; do
   pom="java/$name/pom.xml"

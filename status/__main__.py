@@ -30,18 +30,23 @@ def parse(argv: list[str] | None) -> tuple[StatusSettings, KafkaSettings]:
     p.add_argument("--registry", type=Path, help="model registry root (default <state>/registry)")
     p.add_argument("--state", type=Path, help="state folder: retrain/runs.jsonl, endpoints.json")
     p.add_argument("--endpoints", type=Path, help="the ranks' endpoint file")
+    p.add_argument("--checkpoint", type=Path, help="the stream's checkpoint folder (each "
+                   "micro-batch's pinned model version; default <state>/checkpoints/stream)")
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default 8765; 0 = any free)")
     p.add_argument("--allow-remote", action="store_true", default=None,
                    help="allow a non-loopback --host (the page has no login)")
-    p.add_argument("--spark-ui", help="link to Spark's UI")
-    p.add_argument("--ray-dashboard", help="link to Ray's dashboard")
+    p.add_argument("--spark-ui", help="link to Spark's UI (default: the one a stream driver of "
+                                      "--topic announced in <state>/ui/)")
+    p.add_argument("--ray-dashboard", help="link to Ray's dashboard (default: the one Ray reported "
+                                           "to a launcher, <state>/gangs/)")
     p.add_argument("--refresh", type=float, help="seconds between updates (default 1)")
     p.add_argument("--log-level", default=None)
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     status = StatusSettings.load(host=a.host, port=a.port, allow_remote=a.allow_remote,
                                  state=a.state, registry=a.registry, endpoints_file=a.endpoints,
+                                 checkpoint=a.checkpoint,
                                  refresh_s=a.refresh, spark_ui=a.spark_ui,
                                  ray_dashboard=a.ray_dashboard)
     kafka = KafkaSettings.load(bootstrap=a.bootstrap, frames_topic=a.topic,

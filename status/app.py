@@ -7,6 +7,8 @@
     GET /api/ranks        the endpoint file's ranks, scraped
     GET /api/registry     serving version, versions, promote/rollback decisions
     GET /api/runs         the cron's retraining runs with accuracy per epoch
+    GET /api/pins         the model version each of the last micro-batches pinned
+    GET /api/links        Spark's UI and Ray's dashboard while they answer, and what was probed
 """
 
 from __future__ import annotations
@@ -78,5 +80,6 @@ def create_app(collector: Collector) -> ASGIApp:
     routes = [Route("/", index), Route("/events", events),
               Route("/api/status", part(None)), Route("/api/stream", part("stream")),
               Route("/api/ranks", part("ranks")), Route("/api/registry", part("registry")),
-              Route("/api/runs", runs), Mount("/static", StaticFiles(directory=STATIC))]
+              Route("/api/runs", runs), Route("/api/links", part("links")),
+              Route("/api/pins", part("pins")), Mount("/static", StaticFiles(directory=STATIC))]
     return SecurityHeaders(Starlette(routes=routes))

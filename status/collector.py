@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 from framestream.config import KafkaSettings
-from status.files import RankWatch, registry_view, runs_view
+from status.files import RankWatch, pins_view, registry_view, runs_view
+from status.links import LinkWatch
 from status.settings import StatusSettings
 from status.stream_tail import StreamTail
 
@@ -21,6 +22,9 @@ class Collector:
         self.settings = settings
         self.tail = StreamTail(kafka, settings.refresh_s, settings.latency_window)
         self.ranks = RankWatch(settings.endpoints_path, settings.scrape_timeout_s)
+        self.links = LinkWatch(settings.state, kafka.frames_topic, settings.spark_ui,
+                               settings.ray_dashboard, settings.scrape_timeout_s,
+                               settings.link_check_s)
         self.latest: dict[str, Any] = {}
         self.seq = 0
         self.stopped = threading.Event()
@@ -43,8 +47,8 @@ class Collector:
                 "ranks": self.ranks.view(time.monotonic()),
                 "registry": registry_view(s.registry_root),
                 "runs": runs_view(s.runs_log, s.registry_root),
-                "links": {k: v for k, v in (("spark_ui", s.spark_ui),
-                                            ("ray_dashboard", s.ray_dashboard)) if v}}
+                "pins": pins_view(s.pins_dir),
+                "links": self.links.view(time.monotonic())}
         self.latest, self.seq = snap, self.seq + 1
         return snap
 

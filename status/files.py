@@ -58,6 +58,21 @@ def registry_view(root: Path) -> dict[str, Any]:
     return view
 
 
+def pins_view(pins_dir: Path, n: int = 12) -> dict[str, Any]:
+    """The last ``n`` micro-batches' pinned model versions (``<checkpoint>/framestream-pins/``,
+    one small JSON file per batch id, written by the driver), newest first."""
+    batches = []
+    for path in sorted(pins_dir.glob("*.json"))[-n:][::-1]:
+        try:
+            pin = json.loads(path.read_text())
+            batches.append({"batch_id": int(pin["batch_id"]),
+                            "model_version": str(pin["model_version"]),
+                            "pinned_at": pin.get("pinned_at")})
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # pruned or replaced right now
+    return {"dir": str(pins_dir), "batches": batches}
+
+
 def runs_view(runs_log: Path, root: Path) -> list[dict[str, Any]]:
     """The cron's runs, newest first, each with the accuracy per epoch of the version it made."""
     reg = Registry(root)
@@ -79,6 +94,7 @@ def _scrape(url: str, timeout: float) -> dict[str, Any]:
         text = resp.read(4 * 1024 * 1024).decode("utf-8", errors="replace")
     out: dict[str, Any] = {"frames": 0.0, "requests": 0.0, "queue_depth": None,
                            "batch_count": 0.0, "batch_sum": 0.0, "model": None}
+    cumulative: dict[float, float] = {}  # histogram bucket upper bound -> forward passes <= it
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name == "framestream_rank_frames_total":
@@ -87,6 +103,9 @@ def _scrape(url: str, timeout: float) -> dict[str, Any]:
                 out["requests"] += s.value
             elif s.name == "framestream_rank_queue_depth":
                 out["queue_depth"] = s.value
+            elif s.name == "framestream_rank_batch_frames_bucket":
+                le = float(s.labels.get("le", "nan"))
+                cumulative[le] = cumulative.get(le, 0.0) + s.value
             elif s.name == "framestream_rank_batch_frames_count":
                 out["batch_count"] += s.value
             elif s.name == "framestream_rank_batch_frames_sum":
@@ -95,6 +114,21 @@ def _scrape(url: str, timeout: float) -> dict[str, Any]:
                 out["model"] = s.labels.get("version") or next(
                     (v for k, v in s.labels.items() if k != "rank"), None)
     out["mean_batch"] = out["batch_sum"] / out["batch_count"] if out["batch_count"] else None
+    out["batch_sizes"] = batch_sizes(cumulative)
+    return out
+
+
+def batch_sizes(cumulative: dict[float, float]) -> list[dict[str, Any]]:
+    """Prometheus' cumulative buckets as the forward passes in each size range: ``[{"lo": 1,
+    "hi": 1, "n": 3}, {"lo": 2, "hi": 5, "n": 0}, ..., {"lo": 1025, "hi": None, "n": 1}]``
+    (sizes are whole frames, so the range after bound ``b`` starts at ``floor(b) + 1``)."""
+    out, below, lo = [], 0.0, 1
+    for le in sorted(b for b in cumulative if b == b):  # NaN (a bad label) is dropped
+        n = cumulative[le] - below
+        below = cumulative[le]
+        hi = None if le == float("inf") else int(le)
+        out.append({"lo": lo, "hi": hi, "n": int(round(n))})
+        lo = (hi or 0) + 1
     return out
 
 

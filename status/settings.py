@@ -25,11 +25,14 @@ class StatusSettings:
     state: Path = field(default_factory=state_dir)
     registry: Path | None = None          # default <state>/registry
     endpoints_file: Path | None = None    # default <state>/endpoints.json
+    checkpoint: Path | None = None        # the stream's; default <state>/checkpoints/stream
     refresh_s: float = field(default=1.0, metadata=check(lambda v: 0.1 <= v <= 60, "0.1..60"))
     latency_window: int = field(default=5000, metadata=check(lambda v: v >= 10, ">= 10"))
     scrape_timeout_s: float = field(default=1.0, metadata=check(lambda v: v > 0, "> 0"))
-    spark_ui: str = ""                    # links shown on the page when given
+    # Links: these addresses first, else found (status/links.py); shown while they answer.
+    spark_ui: str = ""
     ray_dashboard: str = ""
+    link_check_s: float = field(default=5.0, metadata=check(lambda v: v > 0, "> 0"))
 
     @property
     def registry_root(self) -> Path:
@@ -38,6 +41,11 @@ class StatusSettings:
     @property
     def endpoints_path(self) -> Path:
         return self.endpoints_file or self.state / "endpoints.json"
+
+    @property
+    def pins_dir(self) -> Path:
+        """Where the driver pins each micro-batch's model version (etl/pins.py)."""
+        return (self.checkpoint or self.state / "checkpoints" / "stream") / "framestream-pins"
 
     @property
     def runs_log(self) -> Path:

@@ -6,7 +6,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const num = (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US"));
 const fix = (v, d = 1) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
 const secs = (v) => (v === undefined || v === null ? "–" : v < 1 ? `${(v * 1000).toFixed(0)} ms`
-  : `${v.toFixed(2)} s`);
+  : v < 10 ? `${v.toFixed(2)} s` : v < 100 ? `${v.toFixed(1)} s` : `${v.toFixed(0)} s`);
 const clock = (t) => (t ? new Date(t * 1000).toLocaleTimeString("en-GB") : "–");
 
 function cell(tr, text, cls) {
@@ -54,7 +54,36 @@ function sparkline(values) {  // accuracy per epoch, 0..1 scaled to its own rang
   title.textContent = ok.map((v) => v.toFixed(4)).join(" → ");
   svg.appendChild(title);
   const wrap = document.createElement("span");
+  wrap.className = "nowrap";
   wrap.append(svg, ` ${ok[ok.length - 1].toFixed(4)}`);
+  return wrap;
+}
+
+function bars(buckets) {  // forward passes per batch-size range, as a small bar chart
+  const used = (buckets || []).filter((b) => b.n > 0);
+  if (!used.length) return document.createTextNode("–");
+  const first = buckets.indexOf(used[0]), last = buckets.indexOf(used[used.length - 1]);
+  const shown = buckets.slice(first, last + 1), max = Math.max(...shown.map((b) => b.n));
+  const w = 10, h = 24, svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${shown.length * w} ${h}`);
+  svg.setAttribute("width", shown.length * w);
+  svg.setAttribute("height", h);
+  svg.setAttribute("class", "bars");
+  const range = (b) => (b.hi === null ? `${b.lo}+` : b.lo === b.hi ? `${b.lo}` : `${b.lo}-${b.hi}`);
+  shown.forEach((b, i) => {
+    const r = document.createElementNS(SVG, "rect"), bh = b.n ? Math.max(1, (b.n / max) * h) : 0;
+    r.setAttribute("x", i * w + 1); r.setAttribute("width", w - 2);
+    r.setAttribute("y", h - bh); r.setAttribute("height", bh);
+    svg.appendChild(r);
+  });
+  const title = document.createElementNS(SVG, "title");
+  title.textContent = shown.map((b) => `${range(b)} frames: ${b.n}`).join("\n");
+  svg.appendChild(title);
+  const wrap = document.createElement("span");
+  wrap.className = "batch-sizes";
+  wrap.dataset.sizes = JSON.stringify(Object.fromEntries(used.map((b) => [range(b), b.n])));
+  const top = shown[shown.length - 1];
+  wrap.append(svg, ` ${shown[0].lo}–${top.hi === null ? `${top.lo}+` : top.hi}`);
   return wrap;
 }
 
@@ -71,7 +100,11 @@ function render(s) {
   $("lag-total").textContent = num(lagTotal);
   $("accounted").textContent = `${num(c.predictions + c.dead_letters)} of ${num(c.frames_in)} answered`;
   const l = st.latency_s;
-  $("latency").textContent = l.n ? `${secs(l.p50)} / ${secs(l.p90)} / ${secs(l.p99)}` : "–";
+  $("latency").replaceChildren(...(l.n ? [l.p50, l.p90, l.p99].flatMap((v, i) => {
+    const span = document.createElement("span");
+    span.textContent = secs(v);
+    return i ? [" / ", span] : [span];
+  }) : ["–"]));
   $("latency-n").textContent = `capture → prediction, last ${num(l.n)}`;
   $("error").textContent = [st.error, s.registry.error].filter(Boolean).join(" · ");
 
@@ -83,6 +116,7 @@ function render(s) {
   line(chart, hist.map((h) => h.predictions), max, "line-predictions", 600, 120);
   line(chart, hist.map((h) => h.dead_letters), max, "line-dead", 600, 120);
 
+  $("frames-topic").textContent = st.topics.frames || "";
   rows("lag", st.lag, (tr, p) => {
     cell(tr, p.partition); cell(tr, num(p.end)); cell(tr, num(p.answered)); cell(tr, num(p.lag));
   });
@@ -90,13 +124,20 @@ function render(s) {
     tr.dataset.reason = reason; cell(tr, reason); cell(tr, num(n), "count");
   });
   rows("last-dead", st.dead_letters.last, (tr, d) => {
-    cell(tr, `${d.topic}/${d.partition}@${d.offset}`); cell(tr, d.reason);
+    const where = `${d.partition}@${d.offset}`;  // the frames topic's name is in the heading
+    cell(tr, d.topic === st.topics.frames ? where : `${d.topic}/${where}`).title =
+      `${d.topic} partition ${d.partition} offset ${d.offset}`;
+    cell(tr, d.reason);
     cell(tr, d.detail, "detail").title = d.detail;
   });
   $("serving").textContent = s.registry.serving || "none";
   rows("versions", st.versions, (tr, v) => {
     tr.dataset.version = v.version; cell(tr, v.version); cell(tr, num(v.predictions), "count");
     cell(tr, clock(v.first_ts)); cell(tr, clock(v.last_ts));
+  });
+  rows("pins", (s.pins || {}).batches || [], (tr, b) => {
+    tr.dataset.batch = b.batch_id; cell(tr, b.batch_id); cell(tr, b.model_version);
+    cell(tr, clock(b.pinned_at));
   });
   rows("decisions", s.registry.decisions.slice(0, 8), (tr, d) => {
     cell(tr, d.at ? new Date(d.at).toLocaleString("en-GB") : ""); cell(tr, d.event === "promote" ? (d.promoted ? "promoted" : "refused")
@@ -112,21 +153,23 @@ function render(s) {
     cell(tr, x.rank); cell(tr, x.up ? "up" : "down", x.up ? "state-up" : "state-down").title = x.error;
     cell(tr, x.host); cell(tr, x.pid); cell(tr, x.device); cell(tr, x.model || "–");
     cell(tr, num(x.frames)); cell(tr, fix(x.requests_per_s)); cell(tr, num(x.queue_depth));
-    cell(tr, fix(x.mean_batch));
+    cell(tr, fix(x.mean_batch)); cell(tr, bars(x.batch_sizes));
   });
   rows("runs", s.runs.slice(0, 10), (tr, run) => {
-    cell(tr, run.scheduled || ""); cell(tr, run.status, `status-${run.status}`);
+    tr.dataset.version = run.version || "";
+    cell(tr, run.scheduled ? new Date(run.scheduled).toLocaleString("en-GB") : "").title = run.scheduled || ""; cell(tr, run.status, `status-${run.status}`);
     cell(tr, run.duration_s !== undefined ? `${fix(run.duration_s)} s` : "–");
     cell(tr, run.version || "–"); cell(tr, sparkline(run.epochs || []));
     cell(tr, run.promoted === true ? "promoted" : run.promoted === false ? "kept" : "–");
-    tr.lastChild.title = run.reason || "";
+    cell(tr, run.reason || "", "detail").title = run.reason || "";
   });
   const links = $("links");
   links.replaceChildren();
   for (const [key, label] of [["spark_ui", "Spark UI"], ["ray_dashboard", "Ray dashboard"]]) {
-    if (s.links[key] && /^https?:\/\//.test(s.links[key])) {
+    if (s.links[key] && /^https?:\/\//.test(s.links[key])) {  // only links that answer
       const a = document.createElement("a");
       a.href = s.links[key]; a.textContent = label; a.target = "_blank"; a.rel = "noopener";
+      a.dataset.link = key; a.title = s.links[key];
       links.appendChild(a);
     }
   }

@@ -56,3 +56,30 @@ def table(driver: Any, table_id: str, attr: str) -> dict[str, list[str]]:
         "[tr.dataset[arguments[1]] ?? null, [...tr.cells].map(td => td.innerText)]);",
         table_id, attr)
     return {key: cells for key, cells in rows}
+
+
+def overflowing(driver: Any) -> list[str]:
+    """Tiles and cards whose content is wider than they are (they would scroll or clip), and the
+    page itself if it scrolls sideways: ``["<id or class>: <content> > <box> px", ...]``."""
+    return driver.execute_script(
+        "const out = [];"
+        "for (const e of document.querySelectorAll('.tile, .card')) {"
+        "  if (e.scrollWidth > e.clientWidth + 1) out.push("
+        "    `${e.querySelector('[id]')?.id || e.className}: ${e.scrollWidth} > ${e.clientWidth} px`);"
+        "}"
+        "const d = document.documentElement;"
+        "if (d.scrollWidth > d.clientWidth + 1) out.push(`page: ${d.scrollWidth} > ${d.clientWidth} px`);"
+        "return out;")
+
+
+def resize(driver: Any, width: int, height: int = 2000, fit: bool = False) -> None:
+    """Set the window, then wait (bounded) until the page's layout has the new width; with
+    ``fit``, make the window as tall as the page (a screenshot of all of it, nothing more)."""
+    driver.set_window_size(width, height)
+    wait_page(driver, lambda d: abs(d.execute_script("return window.innerWidth") - width) <= 20,
+              10, f"a {width} px wide window")
+    if fit:
+        tall, chrome_h = driver.execute_script(  # the page's content, the window's own bars
+            "return [document.body.getBoundingClientRect().bottom + window.scrollY,"
+            " window.outerHeight - window.innerHeight];")
+        driver.set_window_size(width, min(4000, int(tall) + 16 + int(chrome_h)))

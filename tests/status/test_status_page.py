@@ -1,23 +1,33 @@
 """The status page in a real browser (headless Chromium) over a real stream: Kafka ->
 spark-submit jobs/stream_classify.py --ranks 2 --status-port 0 (the page runs in the driver) ->
-ZeroMQ -> mpirun ranks, with corrupt frames, a
-promotion in the middle and a rank killed at the end. What the page shows must equal what is read
-back from the topics; the screenshot lands in the test's tmp folder (status-page.png)."""
+ZeroMQ -> mpirun ranks, with corrupt frames, a promotion in the middle, one real retraining run
+of the cron (``python -m jobs.retrain_cron --once``) and a rank killed at the end. What the page
+shows must equal what is read back from the topics, the ranks' metrics and the cron's log; its
+link to Spark's UI must be the driver's and answer; nothing overflows at 1400 or 1000 px. The
+screenshots land in the test's tmp folder (status-page.png, status-page-1000.png,
+status-page-after-kill.png) with the page's JSON (status.json)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from framestream import results
+from etl.pins import VersionPins
+from framestream import results, web_uis
 from framestream.hostile import hostile_mix
 from framestream.producer import fashion_frames, mix_in, publish_frames
 from models.registry import Registry
-from tests.status.browser import chrome, table, text, wait_page
+from framestream.paths import REPO
+from tests.status.browser import chrome, overflowing, resize, table, text, wait_page
 from tests.stream.helpers import start_stream, stop_stream, wait_until
 from tests.helpers.registry import publish_random
 
@@ -33,6 +43,38 @@ def number(s: str) -> int:
 def answered(bootstrap: str, topics: dict[str, str]) -> int:
     return sum(sum(results.end_offsets(bootstrap, topics[t]).values())
                for t in ("predictions", "dlq"))
+
+
+def forward_passes(metrics_url: str) -> int:
+    """framestream_rank_batch_frames_count, read from the rank's own Prometheus endpoint."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+        families = text_string_to_metric_families(resp.read().decode())
+        return int(sum(s.value for f in families for s in f.samples
+                       if s.name == "framestream_rank_batch_frames_count"))
+
+
+def cron_retrain(tmp_path: Path, registry: Registry) -> dict:
+    """One real run of the retraining cron (its own command line: lock, Ray gang, mpirun, runs
+    log) on the page's registry and state folder; returns the record it logged."""
+    cmd = [sys.executable, "-m", "jobs.retrain_cron", "--once", "--ranks", "1",
+           "--state-dir", str(tmp_path / "retrain"), "--",
+           "--max-train", "1000", "--epochs", "2", "--holdout-limit", "500", "--backend", "torch",
+           "--registry", str(registry.root), "--checkpoint-dir", str(tmp_path / "retrain-ckpt"),
+           "--no-progress"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "FRAMESTREAM_STATE": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["status"] == "ok" and record["version"], record
+    return record
+
+
+def batch_sizes_shown(driver) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+    """rank -> {size range: forward passes} from the ranks table's bar charts."""
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll('#ranks tbody tr')].map(tr => [tr.dataset.rank, "
+        "tr.querySelector('.batch-sizes')?.dataset.sizes ?? '{}']);")
+    return {rank: json.loads(sizes) for rank, sizes in rows}
 
 
 @pytest.mark.timeout(600)
@@ -115,12 +157,57 @@ def test_page_shows_the_stream_as_the_topics_hold_it(kafka_bootstrap, new_topic,
         assert text(driver, "#serving") == v2
         decisions = text(driver, "#decisions")
         assert v1 in decisions and v2 in decisions
-        driver.save_screenshot(str(tmp_path / "status-page.png"))
+
+        # the model version each micro-batch pinned, as the driver's pins hold it
+        pins = VersionPins(tmp_path / "checkpoint" / "framestream-pins")
+        ids = sorted(int(p.stem) for p in pins.dir.glob("*.json"))
+        want_pins = {str(i): pins.get(i) for i in ids[-12:]}
+        wait_page(driver, lambda d: {k: row[1] for k, row in table(d, "pins", "batch").items()}
+                  == want_pins, 30, f"the micro-batches' pins {want_pins}", explain)
+        if len(ids) <= 12:  # all of them shown: the promotion splits them
+            assert set(want_pins.values()) == {v1, v2}
+
+        # each rank's batch sizes: as many forward passes as its own metrics count
+        ranks = json.loads(endpoints.read_text())["ranks"]
+        passes = {str(r["rank"]): forward_passes(r["metrics"]) for r in ranks}
+        assert sum(passes.values()) > 0
+        wait_page(driver, lambda d: {k: sum(v.values()) for k, v in batch_sizes_shown(d).items()}
+                  == passes, 30, f"batch sizes per rank summing to {passes}", explain)
+
+        # the link to Spark's UI is the driver's own, and it answers
+        [spark_ui] = web_uis.announced(tmp_path, web_uis.SPARK_UI)
+        assert spark_ui["frames_topic"] == topics["frames"]
+        wait_page(driver, lambda d: d.execute_script(
+            "return document.querySelector('#links a[data-link=spark_ui]')?.href")
+            == spark_ui["url"].rstrip("/") + "/", 30, f"a link to {spark_ui['url']}", explain)
+        with urllib.request.urlopen(spark_ui["url"], timeout=10) as resp:
+            assert resp.status == 200 and b"Spark" in resp.read()
+
+        # one real cron run: its record, duration, accuracy per epoch and the gate's decision
+        run = cron_retrain(tmp_path, registry)
+        history = registry.manifest(run["version"]).metrics["history"]
+        epochs = " → ".join(f"{h['holdout_accuracy']:.4f}" for h in history)
+        assert len(history) == 2
+        row = {"status": "ok", "duration": f"{run['duration_s']:.1f} s",
+               "gate": "promoted" if run["promoted"] else "kept", "epochs": epochs}
+        wait_page(driver, lambda d: d.execute_script(
+            "const tr = document.querySelector(`#runs tr[data-version='${arguments[0]}']`);"
+            "return tr && {status: tr.cells[1].innerText, duration: tr.cells[2].innerText,"
+            " gate: tr.cells[5].innerText, epochs: tr.cells[4].querySelector('title')"
+            "?.textContent};", run["version"]) == row, 30, f"the cron's run {row}", explain)
+
+        # nothing overflows its tile or card, wide or narrow
+        for width, shot in ((1400, "status-page.png"), (1000, "status-page-1000.png")):
+            resize(driver, width)
+            wait_page(driver, lambda d: not overflowing(d), 10, f"no overflow at {width} px",
+                      lambda: f"overflowing: {overflowing(driver)}")
+            resize(driver, width, fit=True)
+            driver.save_screenshot(str(tmp_path / shot))
+        resize(driver, 1400)
+        with urllib.request.urlopen(url[0] + "api/status", timeout=10) as resp:
+            (tmp_path / "status.json").write_bytes(resp.read())
 
         # a killed rank shows as down, then the relaunched gang (generation 2) as up
-        import os
-        import signal
-
         os.kill(json.loads(endpoints.read_text())["ranks"][1]["pid"], signal.SIGKILL)
         wait_page(driver, lambda d: "down" in states(d), 60,
                   "a rank down after the kill", explain)
@@ -131,3 +218,4 @@ def test_page_shows_the_stream_as_the_topics_hold_it(kafka_bootstrap, new_topic,
         driver.quit()
         code = stop_stream(stream)
     assert code == 0, (tmp_path / "stream.log").read_text()[-3000:]
+    assert not list(web_uis.ui_dir(tmp_path).glob("*.json")), "the driver left its UI announced"
