@@ -90,10 +90,11 @@ def spec(name: str):  # noqa: ANN201 - PreprocessSpec, imported lazily
 
 
 def model(name: str, threads: int | None = None, device: str = "cpu",  # noqa: ANN201
-          version: str | None = None, registry: str | None = None):
+          version: str | None = None, registry: str | None = None, runtime: str = "eager"):
     """The set's net as the ranks' ``LoadedModel``, in eval mode: registry ``version`` (loaded
     and checksummed exactly as the ranks load it) when given, else the seed-0 random weights of
-    the ranks' ``random-<net>`` version (speed-only ceilings)."""
+    the ranks' ``random-<net>`` version (speed-only ceilings). ``runtime`` is the ranks' model
+    step setting (eager, onnxruntime, auto), with the ranks' parity gate at load."""
     import torch
 
     from models.nets import build
@@ -101,10 +102,17 @@ def model(name: str, threads: int | None = None, device: str = "cpu",  # noqa: A
 
     if threads:
         torch.set_num_threads(threads)
-    if version and not version.startswith("random-"):
+    if runtime != "eager" or (version and not version.startswith("random-")):
         from mpi_workers.model_cache import ModelCache
 
-        return ModelCache(registry, device, default=version).get(version)
+        version = version or f"random-{NETS[name]}"
+        loaded = ModelCache(registry, device, default=version, runtime=runtime).get(version)
+        if runtime == "onnxruntime" and loaded.runner is None:  # a comparison must run what it says
+            choice = loaded.runtime
+            raise RuntimeError(f"{version} did not get ONNX Runtime: "
+                               f"{choice.fallback_reason if choice else '?'} "
+                               f"({choice.detail if choice else ''})")
+        return loaded
     torch.manual_seed(0)  # exactly what ModelCache does for random-<net>
     net = build(NETS[name]).eval().to(device)
     return LoadedModel(f"random-{NETS[name]}", net, spec(name), device)

@@ -94,16 +94,20 @@ class Ranks(Pausable):
     config: dict[str, Any] = field(default_factory=dict)
 
     def start(self, ranks: int, max_batch: int, threads: int, version: str,
-              device: str = "cpu", timeout: float = 120.0, registry: str | None = None) -> float:
+              device: str = "cpu", timeout: float = 120.0, registry: str | None = None,
+              runtime: str = "auto") -> float:
         """Launch and wait for the new generation; returns the seconds it took."""
         self.stop()
         started = time.monotonic()
         before = endpoints_mod.read(self.endpoints_file)
         args = ["--max-batch", str(max_batch), "--threads", str(threads), "--version", version,
                 "--endpoints-file", str(self.endpoints_file), "--metrics-port", "-1",
-                "--device", device, *(["--registry", registry] if registry else [])]
+                "--device", device, "--runtime", runtime,
+                *(["--registry", registry] if registry else [])]
         cmd = mpirun_cmd(ranks, "mpi_workers.serve", args, oversubscribe=True)
-        log_path = self.log_dir / f"ranks-{ranks}x{threads}-b{max_batch}.log"
+        log_path = self.log_dir / f"ranks-{ranks}x{threads}-b{max_batch}-{runtime}.log"
+        self.log_path = log_path
+        self.log_from = log_path.stat().st_size if log_path.exists() else 0
         with open(log_path, "ab") as out:
             self.proc = subprocess.Popen(cmd, env=mpi_env({"FRAMESTREAM_LOG_LEVEL": "WARNING"}),
                                          stdout=out, stderr=subprocess.STDOUT,
@@ -116,8 +120,21 @@ class Ranks(Pausable):
             now = endpoints_mod.read(self.endpoints_file)
             return now is not None and now.generation > old and len(now.ranks) == ranks
         wait_until(published, timeout, f"{ranks} ranks to publish endpoints")
-        self.config = {"ranks": ranks, "max_batch": max_batch, "threads": threads}
+        self.config = {"ranks": ranks, "max_batch": max_batch, "threads": threads,
+                       "runtime": runtime, "device": device}
         return time.monotonic() - started
+
+    def runtime_served(self) -> str:
+        """What the ranks of this start run: the runtime asked for, or ``eager (fell back: ...)``
+        when a rank logged the fallback (models' parity gate or export failed)."""
+        asked = self.config.get("runtime", "auto")
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_from)
+            text = f.read().decode(errors="replace")
+        for line in text.splitlines():
+            if "serves eager torch instead of" in line:
+                return f"eager (fell back: {line.strip()[-200:]})"
+        return "onnxruntime" if asked == "auto" and self.config.get("device") == "cpu" else asked
 
     def processes(self) -> list[int]:
         return tree(self.proc.pid) if self.alive() else []

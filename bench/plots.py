@@ -23,20 +23,30 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def _runtime(lane: dict[str, Any]) -> str:
+    """The model step a lane ran (hatched bars: ONNX Runtime)."""
+    served = str(lane.get("runtime_served") or lane.get("runtime") or "eager")
+    return served.split(" ")[0]
+
+
 def fair_plot(pipelines: dict[str, Any], path: Path) -> None:
     """Median frames/s per pipeline with its min..max over the rounds as an error bar."""
-    names = [n for n in PEER_NAMES if n in pipelines]
+    lanes = sorted(pipelines, key=lambda n: ("@" in n, list(PEER_NAMES).index(n.split("@")[0])))
+    names = [n for n in lanes if n.split("@")[0] in PEER_NAMES]
     fps = [pipelines[n]["frames_per_s"] for n in names]
     med = [f["median"] or 0 for f in fps]
     err = [[m - (f["min"] or m) for m, f in zip(med, fps)],
            [(f["max"] or m) - m for m, f in zip(med, fps)]]
-    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(names)), 4.2))
     bars = ax.bar(range(len(names)), med, yerr=err, capsize=6,
-                  color=["tab:blue" if n == "framestream" else "tab:orange" for n in names])
+                  color=["tab:blue" if n.startswith("framestream") else "tab:orange"
+                         for n in names],
+                  hatch=["//" if _runtime(pipelines[n]) == "onnxruntime" else "" for n in names])
     for bar, v in zip(bars, med):
         ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.0f}", ha="left", va="bottom",
                 fontsize=8)
-    ax.set_xticks(range(len(names)), [PEER_NAMES[n] for n in names], fontsize=7)
+    ax.set_xticks(range(len(names)), [f"{PEER_NAMES[n.split('@')[0]]}\n[{_runtime(pipelines[n])}]"
+                                      for n in names], fontsize=7)
     ax.set_ylabel("frames/s (median; bar: min..max of the rounds)")
     ax.set_title("same frames, model, cores; each pipeline at its own best setting")
     _save(fig, path)

@@ -48,7 +48,9 @@ def parse(argv: list[str] | None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m bench.stream", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    p.add_argument("--pipelines", default=",".join(lineup.PIPELINES))
+    p.add_argument("--pipelines", default=",".join(lineup.LANES),
+                   help="lanes: a pipeline as its users run it (e.g. ray_actors) or at another "
+                        "model step (ray_actors@onnxruntime, framestream@eager)")
     p.add_argument("--phases", help="fair plus any of ceilings, latency, breakdown")
     p.add_argument("--frames", type=int, help="frames per timed burst")
     p.add_argument("--warmup-frames", type=int, help="frames of the untimed warm-up burst")
@@ -78,10 +80,21 @@ def parse(argv: list[str] | None) -> dict[str, Any]:
         "timing": fair.TIMING, "warmup": fair.WARMUP,
         "choice": "each pipeline runs at the sweep point with the best median frames/s",
     }
-    unknown = set(params["pipelines"]) - set(lineup.PIPELINES)
-    if unknown:
-        p.error(f"--pipelines: unknown {sorted(unknown)}; choose from {lineup.PIPELINES}")
+    for lane in params["pipelines"]:
+        try:
+            lineup.split(lane)
+        except ValueError as exc:
+            p.error(f"--pipelines: {exc}")
     return params
+
+
+def sweep_points(params: dict[str, Any], chosen: dict[str, Any], lane: str) -> list[dict[str, Any]]:
+    """The lane's pipeline's own sweep, or for a lane at another runtime than shipped whose
+    shipped lane was swept first, that lane's choice with the batch axis swept again."""
+    name, runtime = lineup.split(lane)
+    if runtime != lineup.SHIPPED[name] and name in chosen:
+        return lineup.twin_points(lane, chosen[name], params["profile"], params["cores"])
+    return params["sweeps"][name]
 
 
 def trained_version(registry: str | None, epochs: int) -> dict[str, Any]:
@@ -169,7 +182,8 @@ def rounds(bench: phases.Bench, ctx: lineup.Context, chosen: dict[str, dict[str,
                          {k: s["check"][k] for k in ("agree", "disagree", "lost", "duplicates")})
         for name in names:
             res["pipelines"][name] = {
-                "title": lineup.TITLES[name], "setting": chosen[name],
+                "title": lineup.title(name), "runtime": lineup.split(name)[1],
+                "runtime_served": lineup.runtime_served(lanes[name]), "setting": chosen[name],
                 "startup_s": round(lanes[name].pipeline.startup_s or 0, 2),
                 "warmup": {k: warm[name][k] for k in ("count", "seconds", "frames_per_s")},
                 "sweep": res["sweeps"][name], **fair.aggregate(samples[name])}
@@ -190,12 +204,37 @@ def rounds(bench: phases.Bench, ctx: lineup.Context, chosen: dict[str, dict[str,
             lineup.stop(lane, ctx.bootstrap)
 
 
+def _best_peer(pipes: dict[str, Any], runtime: str) -> tuple[str | None, float | None]:
+    """The fastest peer lane (median) running ``runtime``."""
+    peers = [(v["frames_per_s"]["median"], lane) for lane, v in pipes.items()
+             if lineup.split(lane)[0] != "framestream" and lineup.split(lane)[1] == runtime
+             and v["frames_per_s"]["median"] is not None]
+    if not peers:
+        return None, None
+    fps, lane = max(peers)
+    return lane, fps
+
+
 def targets(res: dict[str, Any]) -> dict[str, Any]:
-    """framestream's median over each peer's median (reported, never asserted)."""
+    """framestream's median over each peer's median, and the issue's three comparisons
+    (reported, never asserted): as shipped against the best peer as its users run it (eager),
+    then framestream against the best peer at the same runtime, eager and ONNX Runtime."""
     pipes = res.get("pipelines", {})
-    fs = pipes.get("framestream", {}).get("frames_per_s", {}).get("median")
+
+    def med(lane: str) -> float | None:
+        return pipes.get(lane, {}).get("frames_per_s", {}).get("median")
+    fs = med("framestream")
     out: dict[str, Any] = {f"over_{n}": ratio(fs, v["frames_per_s"]["median"])
                            for n, v in pipes.items() if n != "framestream"}
+    fs_runtime = pipes.get("framestream", {}).get("runtime_served")
+    for key, mine, runtime, goal in (
+            ("as_shipped", "framestream", "eager", 2.5),
+            ("same_runtime_eager", "framestream@eager", "eager", 1.0),
+            ("same_runtime_onnxruntime", "framestream", "onnxruntime", 1.0)):
+        peer, peer_fps = _best_peer(pipes, runtime)
+        out[key] = {"framestream": mine, "best_peer": peer, "ratio": ratio(med(mine), peer_fps),
+                    "goal": goal}
+    out["framestream_runtime_served"] = fs_runtime
     out["goal_as_shipped_over_best_peer"] = 2.5
     out["every_frame_agrees"] = all(v["disagree"] == 0 and v["lost"] == 0 and
                                     v["duplicates"] == 0 for v in pipes.values()) if pipes else None
@@ -225,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
 
             run.results["ceilings"] = measure([params["set"]], [CORES], [256],
                                               params["ceiling_s"], 1, 256, 2, params["device"])
-        for name in params["pipelines"]:
-            run.results["sweeps"][name] = sweep(bench, ctx, name, params["sweeps"][name])
+        # shipped lanes first: a lane at another runtime re-sweeps only the batch axis around
+        # its shipped lane's choice (see sweep_points)
+        for name in sorted(params["pipelines"], key=lambda lane: "@" in lane):
+            points = sweep_points(params, run.results["chosen"], name)
+            run.results["sweeps"][name] = sweep(bench, ctx, name, points)
             run.results["chosen"][name] = fair.choose(run.results["sweeps"][name])
             run.save()  # keep what was measured if a later step fails
         rounds(bench, ctx, run.results["chosen"], run.results, run)

@@ -72,13 +72,26 @@ class StreamJob:
         # before anything starts: a missing or too small output topic would fail every batch
         check_output_topics(self.kafka, int(sink_options["kafka.max.request.size"]))
 
+        if self.ranks and self.start_ranks is None:
+            raise FramestreamError(f"ranks={self.ranks} but no way to start them: pass "
+                                   f"start_ranks (jobs.serving.start_serving_gang)")
+        # Spark's context and the ranks (gang, mpirun, model load and its runtime's parity gate)
+        # start side by side: neither waits for the other until the warm-up needs both. Spark
+        # goes to the thread (py4j calls are thread-safe); Ray's client stays on the main thread.
+        session = _Background(spark_session)
         gang = launcher = None
-        if self.ranks:  # started by whoever composed this job (jobs/serving.py: a gang on Ray)
-            if self.start_ranks is None:
-                raise FramestreamError(f"ranks={self.ranks} but no way to start them: pass "
-                                       f"start_ranks (jobs.serving.start_serving_gang)")
-            launcher, gang = self.start_ranks(self, cancel)
-        spark = spark_session()
+        try:
+            if self.ranks:  # started by whoever composed this job (jobs/serving.py: Ray gang)
+                launcher, gang = self.start_ranks(self, cancel)
+        except BaseException:
+            session.stop_when_done()
+            raise
+        try:
+            spark = session.result()
+        except BaseException:
+            if launcher is not None:
+                launcher.release()
+            raise
         # the status page links to this driver's Spark UI (framestream/web_uis.py)
         ui_record = web_uis.announce(web_uis.SPARK_UI, spark.sparkContext.uiWebUrl or "",
                                      frames_topic=self.kafka.frames_topic)
@@ -121,6 +134,38 @@ class StreamJob:
             web_uis.withdraw(ui_record)
             spark.stop()
         return code
+
+
+class _Background:
+    """``fn()`` on a thread of its own; :meth:`result` joins it and re-raises what it raised.
+
+    The join has no timeout of its own: ``fn`` (Spark's session) is bounded by Spark's own
+    start-up timeouts (``spark.driver`` connect and gateway timeouts)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._out: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                self._out["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 -- handed to the caller by result()
+                self._out["error"] = exc
+        self._thread = threading.Thread(target=run, name="spark-session", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        while self._thread.is_alive():
+            self._thread.join(1.0)
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out["value"]
+
+    def stop_when_done(self) -> None:
+        """After a failure elsewhere: wait for the session, then stop it."""
+        try:
+            self.result().stop()
+        except BaseException:  # noqa: BLE001 -- it failed to start too: nothing to stop
+            log.debug("spark session did not start", exc_info=True)
 
 
 def warm_up(spark: Any, endpoints_file: str, client: ClientSettings) -> None:

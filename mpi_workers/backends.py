@@ -57,6 +57,9 @@ class Backend(ABC):
 
     name: str
 
+    #: whether the net may train in channels_last memory format (models.train_loop.for_training)
+    channels_last = False
+
     def __init__(self, comm: "Intracomm", device: torch.device) -> None:
         self.comm, self.device = comm, device
         self.rank, self.size = comm.rank, comm.size
@@ -107,6 +110,7 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 class TorchBackend(Backend):
     name = "torch"
+    channels_last = True  # gloo/nccl collectives and the flattening above take any layout
 
     def __init__(self, comm: "Intracomm", device: torch.device, timeout_s: float = 120.0) -> None:
         super().__init__(comm, device)
@@ -159,6 +163,8 @@ class TorchBackend(Backend):
 
 class HorovodBackend(Backend):
     name = "horovod"
+    channels_last = False  # horovod.torch refuses non-contiguous tensors (mpi_ops: "Tensor is
+    #                        required to be contiguous"), and channels_last grads are not
 
     def __init__(self, comm: "Intracomm", device: torch.device, timeout_s: float = 120.0) -> None:
         super().__init__(comm, device)

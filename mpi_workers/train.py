@@ -164,7 +164,6 @@ def train(s: TrainSettings, opts: RunOptions) -> dict[str, Any] | None:
     from framestream import fashion_mnist
     from models import train_loop as tl
     from models.nets import DEFAULT_SPECS, build
-    from models.spec import normalize
     from mpi_workers.backends import select_backend
 
     started = time.perf_counter()
@@ -182,7 +181,7 @@ def train(s: TrainSettings, opts: RunOptions) -> dict[str, Any] | None:
 
     backend = select_backend(s.backend, comm, device, s.timeout_s)
     torch.manual_seed(s.seed)
-    model = build(s.net).to(device)
+    model = tl.for_training(build(s.net), device, backend.channels_last)
     parent = None
     if opts.warm_start and rank == 0:
         parent = warm_start(model, s)
@@ -228,7 +227,7 @@ def train(s: TrainSettings, opts: RunOptions) -> dict[str, Any] | None:
             x = tl.frames_of(images, part)
             if s.augment != "none":
                 x = tl.augment(x, gen, pad=2 if s.augment == "flip-crop" else 0)
-            x = normalize(x.to(device), spec)
+            x = tl.inputs(x, spec, device, backend.channels_last)
             y = torch.from_numpy(labels[part].astype(np.int64)).to(device)
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x), y)

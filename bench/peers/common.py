@@ -39,6 +39,9 @@ def parser(prog: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="worker processes (actors, Python workers)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--ready-file", default="", help="touched once the pipeline is up")
+    p.add_argument("--runtime", default="eager", choices=("eager", "onnxruntime"),
+                   help="the model step: eager torch (as users write it) or the ranks' ONNX "
+                        "Runtime step with its parity gate (the same-runtime comparison)")
     return p
 
 
@@ -80,7 +83,7 @@ def prediction_json(record: Any, probs: np.ndarray, names: tuple[str, ...], now:
 def kafka_loop(set_name: str, topic_in: str, topic_out: str, bootstrap: str, batch: int,
                threads: int, worker: int, workers: int, stopping: Callable[[], bool],
                on_ready: Callable[[], None] = lambda: None, version: str | None = None,
-               registry: str | None = None) -> int:
+               registry: str | None = None, runtime: str = "eager") -> int:
     """Consume this worker's share of ``topic_in``'s partitions (:func:`bench.fair.assign` over
     the topic's actual partitions: every partition once, shares within one) from their end,
     classify in batches of ``batch``, produce predictions. Returns the frames classified when
@@ -97,7 +100,8 @@ def kafka_loop(set_name: str, topic_in: str, topic_out: str, bootstrap: str, bat
     from etl.decode import decode_batch
     from mpi_workers.server_loop import forward
 
-    model = load_model(set_name, threads=threads, version=version, registry=registry)
+    model = load_model(set_name, threads=threads, version=version, registry=registry,
+                       runtime=runtime)
     spec = model.spec
     names = tuple(spec.class_names)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,

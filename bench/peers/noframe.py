@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     stopping = stop_on_sigterm()
     kafka_loop(a.set, a.topic_in, a.topic_out, a.bootstrap, a.batch, a.threads,
-               0, 1, stopping, lambda: touch(a.ready_file), a.version, a.registry)
+               0, 1, stopping, lambda: touch(a.ready_file), a.version, a.registry, a.runtime)
     return 0
 
 

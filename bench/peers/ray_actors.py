@@ -36,13 +36,14 @@ def main(argv: list[str] | None = None) -> int:
             return kafka_loop(cfg["set"], cfg["topic_in"], cfg["topic_out"], cfg["bootstrap"],
                               cfg["batch"], cfg["threads"], index, cfg["workers"],
                               lambda: Path(stop_file).exists(), lambda: touch(ready_file),
-                              cfg["version"], cfg["registry"])
+                              cfg["version"], cfg["registry"], cfg["runtime"])
 
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     stop_file = work / "stop"
     cfg = {"set": a.set, "topic_in": a.topic_in, "topic_out": a.topic_out,
            "bootstrap": a.bootstrap, "batch": a.batch, "threads": a.threads,
-           "workers": a.workers, "version": a.version, "registry": a.registry}
+           "workers": a.workers, "version": a.version, "registry": a.registry,
+           "runtime": a.runtime}
     actors = [KafkaWorker.remote() for _ in range(a.workers)]
     runs = [w.run.remote(cfg, i, str(stop_file), str(work / f"ready-{i}"))
             for i, w in enumerate(actors)]

@@ -22,7 +22,7 @@ from bench.peers.common import parser, stop_on_sigterm, touch
 
 
 def make_predict_fn(set_name: str, batch: int, threads: int, version: str | None = None,
-                    registry: str | None = None) -> Any:
+                    registry: str | None = None, runtime: str = "eager") -> Any:
     def make() -> Any:
         import os
 
@@ -32,7 +32,8 @@ def make_predict_fn(set_name: str, batch: int, threads: int, version: str | None
         from etl.decode import decode_batch
         from mpi_workers.server_loop import forward
 
-        model = load_model(set_name, threads=threads, version=version, registry=registry)
+        model = load_model(set_name, threads=threads, version=version, registry=registry,
+                           runtime=runtime)
         worker = f"pid-{os.getpid()}"
 
         def predict(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     spark = spark_session(SparkSettings.load(ui=False, app_name="bench-predict-batch-udf",
                                              master=f"local[{a.workers},4]"))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(a.arrow_batch))
-    predict = predict_batch_udf(make_predict_fn(a.set, a.batch, a.threads, a.version, a.registry),
+    predict = predict_batch_udf(make_predict_fn(a.set, a.batch, a.threads, a.version, a.registry,
+                                                a.runtime),
                                 return_type=StructType([StructField("class_index", IntegerType()),
                                                         StructField("score", FloatType()),
                                                         StructField("prediction_ts", DoubleType()),

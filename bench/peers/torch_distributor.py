@@ -29,7 +29,6 @@ def train_fn(cfg: dict[str, Any]) -> dict[str, Any]:
     from framestream import fashion_mnist
     from models import train_loop as tl
     from models.nets import DEFAULT_SPECS, build
-    from models.spec import normalize
 
     dist.init_process_group("gloo")
     rank, size = dist.get_rank(), dist.get_world_size()
@@ -39,7 +38,7 @@ def train_fn(cfg: dict[str, Any]) -> dict[str, Any]:
     n = min(cfg["max_train"] or len(images), len(images))
     hold_x, hold_y = fashion_mnist.load("test")
     torch.manual_seed(cfg["seed"])
-    model = DistributedDataParallel(build("fashion_cnn"))
+    model = DistributedDataParallel(tl.for_training(build("fashion_cnn")))
     steps = tl.steps_per_epoch(n, size, cfg["batch_size"])
     optimizer = tl.make_optimizer("adam", model, cfg["lr"])
     scheduler = tl.make_scheduler(optimizer, cfg["lr"], steps * cfg["epochs"])
@@ -51,7 +50,7 @@ def train_fn(cfg: dict[str, Any]) -> dict[str, Any]:
         loss_sum = 0.0
         for part in tl.batches(tl.shard_indices(n, rank, size, cfg["seed"], epoch),
                                cfg["batch_size"]):
-            x = normalize(tl.frames_of(images, part), spec)
+            x = tl.inputs(tl.frames_of(images, part), spec)
             y = torch.from_numpy(labels[part].astype(np.int64))
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x), y)

@@ -13,7 +13,7 @@ from bench import fair
 from bench.breakdown import classify
 from bench.common import median, percentile, ratio
 from bench.kafka_io import summarize
-from bench.lineup import PIPELINES, peer_args, sweeps
+from bench.lineup import LANES, PIPELINES, peer_args, split, sweeps, twin_points
 
 Record = namedtuple("Record", "value timestamp")
 ValueRecord = namedtuple("ValueRecord", "value")
@@ -223,7 +223,8 @@ def test_profiles_sweep_every_pipeline_and_run_enough_rounds(profile: str) -> No
 
     params = parse(["--profile", profile])
     assert params["rounds"] >= (1 if profile == "smoke" else 5)
-    assert set(params["sweeps"]) == set(PIPELINES) == set(params["pipelines"])
+    assert set(params["sweeps"]) == set(PIPELINES) == {split(x)[0] for x in params["pipelines"]}
+    assert params["pipelines"] == list(LANES)
     assert params["timing"] == fair.TIMING and params["warmup"] == fair.WARMUP
     spark = params["sweeps"]["spark_udf"][0]
     assert {"batch", "arrow_batch", "min_partitions", "max_offsets"} <= set(spark)
@@ -231,6 +232,47 @@ def test_profiles_sweep_every_pipeline_and_run_enough_rounds(profile: str) -> No
         assert len(params["sweeps"]["ray_actors"]) >= 3 and len(params["sweeps"]["spark_udf"]) > 1
     sw = sweeps(profile, 2)
     assert {"max_batch", "chunk_frames"} <= set(sw["framestream"][0])
+
+
+def test_lanes_run_every_pipeline_as_shipped_and_at_the_other_runtime() -> None:
+    assert split("framestream") == ("framestream", "auto")
+    assert split("ray_actors") == ("ray_actors", "eager")
+    assert split("ray_actors@onnxruntime") == ("ray_actors", "onnxruntime")
+    for bad in ("kafka_streams", "ray_actors@tensorrt"):
+        with pytest.raises(ValueError, match="unknown"):
+            split(bad)
+    shipped = {split(x) for x in LANES if "@" not in x}
+    others = {split(x) for x in LANES if "@" in x}
+    assert {n for n, _ in shipped} == {n for n, _ in others} == set(PIPELINES)
+    assert all(r in ("eager", "onnxruntime") for _, r in others)
+
+
+def test_a_lane_at_another_runtime_resweeps_only_the_batch_axis() -> None:
+    base = {"workers": 2, "threads": 1, "batch": 1024}
+    points = twin_points("ray_actors@onnxruntime", base, "quick", 2)
+    assert [p["batch"] for p in points] == [64, 256, 1024]
+    assert all({**p, "batch": 1024} == base for p in points)
+    fs = twin_points("framestream@eager", {"ranks": 2, "max_batch": 77, "chunk_frames": 1024},
+                     "quick", 2)
+    assert sorted(p["max_batch"] for p in fs) == [20, 77, 256]
+    assert {p["chunk_frames"] for p in fs} == {1024}
+
+
+def test_targets_compare_as_shipped_and_like_with_like() -> None:
+    from bench.stream import targets
+
+    def lane(median: float, served: str = "") -> dict:
+        return {"frames_per_s": {"median": median}, "runtime_served": served,
+                "disagree": 0, "lost": 0, "duplicates": 0}
+    res = {"pipelines": {"framestream": lane(3000, "onnxruntime"), "framestream@eager": lane(1500),
+                         "ray_actors": lane(1000), "noframe": lane(1200),
+                         "ray_actors@onnxruntime": lane(2000), "noframe@onnxruntime": lane(2400)}}
+    t = targets(res)
+    assert t["as_shipped"]["best_peer"] == "noframe" and t["as_shipped"]["ratio"] == 2.5
+    assert t["same_runtime_eager"]["ratio"] == 1.25
+    assert t["same_runtime_onnxruntime"]["best_peer"] == "noframe@onnxruntime"
+    assert t["same_runtime_onnxruntime"]["ratio"] == 1.25
+    assert t["framestream_runtime_served"] == "onnxruntime" and t["every_frame_agrees"]
 
 
 def test_peer_args_name_the_peers_flags() -> None:
@@ -285,3 +327,13 @@ def test_replace_section_writes_between_markers_and_keeps_the_rest() -> None:
     assert "block two" in twice and "block one" not in twice
     assert "hand-written reading" in twice and twice.endswith("## B\nb\n")
     assert replace_section("# t\n", "x") == f"# t\n\n## Performance\n\n{BEGIN}\nx\n{END}\n"
+
+
+def test_a_peer_asked_for_onnxruntime_runs_it_with_the_ranks_gate() -> None:
+    from bench.frameset import model
+    from mpi_workers.inference import forward
+
+    eager, fast = model("fashion", threads=1), model("fashion", threads=1, runtime="onnxruntime")
+    assert eager.runner is None and fast.runner is not None and fast.runtime.runtime == "onnxruntime"
+    frames = np.random.default_rng(0).integers(0, 256, (40, 28, 28, 1), dtype=np.uint8)
+    assert np.abs(forward(eager, frames) - forward(fast, frames)).max() <= 1e-4

@@ -108,3 +108,34 @@ def test_checkpoints_are_read_weights_only() -> None:
     torch.save({"format": 99}, buf)
     with pytest.raises(ValueError, match="format 99"):
         checkpoint_from_bytes(buf.getvalue())
+
+
+def test_channels_last_training_computes_what_the_default_layout_does() -> None:
+    """The training layout is a speed choice only: same loss, same gradients, and weights that
+    load into the default-format net serving uses."""
+    import torch
+    import torch.nn.functional as F
+
+    from models.nets import DEFAULT_SPECS, build
+    from models.train_loop import for_training, inputs
+
+    spec = DEFAULT_SPECS["fashion_cnn"]
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (16, 28, 28, 1), np.uint8))
+    y = torch.arange(16) % 10
+    grads = []
+    for cl in (False, True):
+        torch.manual_seed(0)
+        net = for_training(build("fashion_cnn", dropout=0.0), "cpu", channels_last=cl)
+        x = inputs(frames, spec, "cpu", channels_last=cl)
+        assert x.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        F.cross_entropy(net(x), y).backward()
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters()})
+        if cl:
+            assert net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+            served = build("fashion_cnn", dropout=0.0).eval()
+            served.load_state_dict({k: v.contiguous() for k, v in net.state_dict().items()})
+            net.eval()
+            with torch.no_grad():
+                assert torch.allclose(served(inputs(frames, spec, "cpu", False)), net(x), atol=1e-5)
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], atol=1e-5, rtol=1e-4), name
