@@ -41,11 +41,10 @@ class BatchContext:
     max_record_bytes: int = 1_048_576  # the sink's max.request.size: dead letters are cut to it
 
 
-def warm_partition(batches: Iterator[pa.RecordBatch], endpoints_json: str, endpoints_file: str,
-                   client: dict[str, Any]) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body of the warm-up job the driver runs before the query: starts the Python
-    worker, imports the ETL, initialises Pillow's codecs and opens the sockets to the ranks, so
-    the first micro-batch does not pay for it (Spark reuses Python workers across jobs)."""
+def warm_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body of the warm-up job the driver runs while the ranks start: starts the
+    Python worker, imports the ETL and the client, and initialises Pillow's codecs, so the first
+    micro-batch does not pay for it (Spark reuses Python workers across jobs)."""
     import io
 
     from PIL import Image
@@ -56,7 +55,6 @@ def warm_partition(batches: Iterator[pa.RecordBatch], endpoints_json: str, endpo
     buf = io.BytesIO()
     Image.new("L", (4, 4)).save(buf, "PNG")
     Image.open(io.BytesIO(buf.getvalue())).load()
-    cached_client(endpoints_json, endpoints_file, ClientSettings(**client))
     for batch in batches:
         yield pa.record_batch([pa.array([batch.num_rows], pa.int64())], names=["rows"])
 

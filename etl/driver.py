@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from etl.classify import warm_partition
 from etl.client import ClientSettings
 from etl.stream import ClassifyBatches, StreamSettings, kafka_sink_options, start_query
 from framestream import web_uis
@@ -56,7 +57,6 @@ class StreamJob:
     def run(self) -> int:
         from etl.decode import FrameLimits
         from etl.progress import ProgressLogger
-        from etl.session import spark_session
 
         stopping = {"signal": None}
         cancel = threading.Event()  # a signal also ends a reservation still waiting for its gang
@@ -75,10 +75,11 @@ class StreamJob:
         if self.ranks and self.start_ranks is None:
             raise FramestreamError(f"ranks={self.ranks} but no way to start them: pass "
                                    f"start_ranks (jobs.serving.start_serving_gang)")
-        # Spark's context and the ranks (gang, mpirun, model load and its runtime's parity gate)
-        # start side by side: neither waits for the other until the warm-up needs both. Spark
-        # goes to the thread (py4j calls are thread-safe); Ray's client stays on the main thread.
-        session = _Background(spark_session)
+        # Spark (context, then a warm-up job that starts every core's Python worker) and the
+        # ranks (gang, mpirun, model load and its runtime's parity gate) start side by side;
+        # the query starts when both are up. Spark goes to the thread (py4j calls are
+        # thread-safe); Ray's client stays on the main thread.
+        session = _Background(_warmed_spark)
         gang = launcher = None
         try:
             if self.ranks:  # started by whoever composed this job (jobs/serving.py: Ray gang)
@@ -100,7 +101,6 @@ class StreamJob:
         fn = ClassifyBatches(self.stream, self.kafka, self.client,
                              lambda v: spec_for(v, self.stream.registry), dict(limits),
                              sink_options)
-        warm_up(spark, self.stream.endpoints_file, self.client)
         query = start_query(spark, fn, self.available_now)
         if self.ready_file:
             Path(self.ready_file).write_text(json.dumps({"query": str(query.id),
@@ -168,23 +168,27 @@ class _Background:
             log.debug("spark session did not start", exc_info=True)
 
 
-def warm_up(spark: Any, endpoints_file: str, client: ClientSettings) -> None:
+def _warmed_spark() -> Any:
+    """Spark's session with every core's Python worker started (see :func:`warm_up`)."""
+    from etl.session import spark_session
+
+    spark = spark_session()
+    try:
+        warm_up(spark)
+    except BaseException:
+        spark.stop()
+        raise
+    return spark
+
+
+def warm_up(spark: Any) -> None:
     """One small job on every core's Python worker before the query starts (see
-    :func:`etl.classify.warm_partition`): the first micro-batch then runs at the steady pace."""
-    import dataclasses
-    from functools import partial
-
-    from etl.classify import warm_partition
-    from framestream import endpoints
-
-    current = endpoints.read(Path(endpoints_file))
-    if current is None:
-        return
+    :func:`etl.classify.warm_partition`): the first micro-batch then does not pay for starting
+    the workers, importing the ETL and Pillow's codecs. It needs no ranks, so it runs while
+    they start; the first batch opens the (cheap) sockets."""
     started = time.monotonic()
     n = spark.sparkContext.defaultParallelism
-    fn = partial(warm_partition, endpoints_json=current.to_json(), endpoints_file=endpoints_file,
-                 client=dataclasses.asdict(client))
-    spark.range(n, numPartitions=n).mapInArrow(fn, "rows long").collect()
+    spark.range(n, numPartitions=n).mapInArrow(warm_partition, "rows long").collect()
     log.info("warmed %d Python workers in %.1fs", n, time.monotonic() - started)
 
 
