@@ -217,9 +217,13 @@ class Dispatcher:
         return self._assign(now)
 
     def tick(self, now: float) -> list[Action]:
+        # Stalled: work waited and nothing was in flight since the last event (every rank avoided,
+        # or every send found no connection). Judged before this tick sends anything, on what the
+        # caller reported back since.
+        stalled = bool(self._queue) and not self._open
         out = self._expire(now)
-        out += self._assign(now)
-        if self._queue and not self._open:  # work waits, nothing in flight: every rank silent
+        give_up: list[Action] = []
+        if stalled:
             if self._outage_since is None:
                 self._outage_since = now
             if now >= self._next_refresh:
@@ -228,14 +232,13 @@ class Dispatcher:
             if all(r.avoided(now) for r in self._ranks):
                 for r in self._ranks:  # silent ranks get another chance: they may be only slow
                     r.avoid_until = 0.0
-                out += self._assign(now)
             if now - self._outage_since > self.policy.outage_timeout_s:
-                out.append(Unavailable(self.generation, now - self._outage_since,
-                                       self.expired_replies))
+                give_up.append(Unavailable(self.generation, now - self._outage_since,
+                                           self.expired_replies))
         elif now >= self._next_refresh:
             self._next_refresh = now + self.policy.refresh_every_s
-            out.append(Refresh())
-        return out
+            give_up.append(Refresh())
+        return out + self._assign(now) + give_up
 
     def new_generation(self, now: float, generation: int, ranks: int) -> list[Action]:
         """The ranks were relaunched: ``ranks`` new ones; what was in flight goes to them."""

@@ -143,19 +143,19 @@ def test_expired_replies_alone_end_in_unavailable_within_the_outage_bound() -> N
     d = make(ranks=1, credits=1, outage=2.0)
     submit(d, 0.0, "a")
     steps = [  # (event at, what the tick then does); the rank answers each attempt EXPIRED
-        (1.0, ["Cancel", "Refresh"]),   # deadline: stalled from 1.0, looks for a new generation
-        (1.05, ["Send"]),               # none: the only rank gets another chance
+        (1.0, ["Cancel", "Refresh"]),   # deadline; a periodic look for a new generation
+        (1.05, ["Send"]),               # stalled from here: the only rank gets another chance
         (2.05, ["Cancel", "Refresh"]),
         (2.1, ["Send"]),
         (3.1, ["Cancel", "Refresh"]),
-        (3.15, ["Send", "Unavailable"]),  # stalled 2.15 s > 2.0 s
+        (3.15, ["Send", "Unavailable"]),  # stalled 2.1 s > 2.0 s
     ]
     for at, want in steps:
         if want[0] == "Cancel":
             assert d.refused(at - 0.5, 1, 0, "a", "EXPIRED", "too slow") == []
         out = d.tick(at)
         assert kinds(out) == want, at
-    assert out[-1] == Unavailable(1, pytest.approx(2.15), 3)
+    assert out[-1] == Unavailable(1, pytest.approx(2.1), 3)
 
 
 def test_every_rank_avoided_asks_for_a_new_generation_retries_and_then_gives_up() -> None:
@@ -167,25 +167,25 @@ def test_every_rank_avoided_asks_for_a_new_generation_retries_and_then_gives_up(
     assert d.wake_in(T) == pytest.approx(0.05)  # a stalled dispatcher probes soon
     out = d.tick(T + 0.05)  # no newer generation came: every rank gets another chance
     assert sends(out) == [(1, "a"), (0, "b")]  # each to the rank that did not fail it
-    out = d.tick(2 * T + 0.05)  # silent again; stalled since T
+    out = d.tick(2 * T + 0.05)  # silent again; stalled since T + 0.05
     assert kinds(out) == ["Cancel", "Cancel", "Refresh"]
     assert kinds(d.tick(2 * T + 0.1)) == ["Send", "Send"]
     out = d.tick(3 * T + 0.1)  # silent a third time
     assert kinds(out) == ["Cancel", "Cancel", "Refresh"]  # a last look for a newer generation
-    out = d.tick(3 * T + 0.15)  # stalled 2.15 s > 2.0 s
+    out = d.tick(3 * T + 0.15)  # stalled 2.1 s > 2.0 s
     assert kinds(out) == ["Send", "Send", "Unavailable"]
-    assert out[-1] == Unavailable(1, pytest.approx(2 * T + 0.15), 0)
+    assert out[-1] == Unavailable(1, pytest.approx(2 * T + 0.1), 0)
 
 
 def test_a_useful_answer_resets_the_outage_clock() -> None:
-    d = make(ranks=1, credits=1, outage=1.5)
+    d = make(ranks=1, credits=1, outage=1.4)
     submit(d, 0.0, "a", "b")
     d.tick(0.0)
-    assert kinds(d.tick(1.0)) == ["Cancel", "Refresh"]  # "a" expires: stalled from 1.0
-    assert sends(d.tick(1.05)) == [(0, "a")]
+    assert kinds(d.tick(1.0)) == ["Cancel", "Refresh"]  # "a" expires
+    assert sends(d.tick(1.05)) == [(0, "a")]  # stalled from 1.05
     assert sends(d.answer(1.5, 1, 0, "a", "x")) == [(0, "b")]  # progress
-    assert kinds(d.tick(2.5)) == ["Cancel", "Refresh"]  # "b" expires: stalled from 2.5
-    out = d.tick(2.55)  # 1.55 s after the first stall, but only 0.05 s after this one
+    assert kinds(d.tick(2.5)) == ["Cancel", "Refresh"]  # "b" expires
+    out = d.tick(2.55)  # 1.5 s > 1.4 s after the first stall began, but this one just began
     assert kinds(out) == ["Send"]
 
 
@@ -210,6 +210,22 @@ def test_waiting_work_keeps_submission_order_through_resends() -> None:
     assert kinds(d.tick(T)) == ["Cancel", "Refresh"]  # "a" goes back before "b" and "c"
     assert sends(d.tick(T + 0.05)) == [(0, "a")]
     assert sends(d.answer(T + 0.1, 1, 0, "a", "x")) == [(0, "b")]
+
+
+def test_ranks_that_cannot_be_reached_at_all_end_in_unavailable() -> None:
+    d = make(ranks=1, credits=1, outage=0.1)
+    out = submit(d, 0.0, "a")
+    now = 0.0
+    while not any(isinstance(a, Unavailable) for a in out):
+        assert now < 0.2, "never gave up"
+        for a in out:
+            if isinstance(a, Send):
+                d.unreachable(now, a.rank, a.request.rid)  # no connection, every time
+        now = round(now + 0.025, 3)
+        out = d.tick(now)
+        if now == 0.025:  # stalled from here; the first look for a new generation
+            assert out == [Refresh()]
+    assert now == 0.15 and out[-1] == Unavailable(1, pytest.approx(0.125), 0)
 
 
 def test_an_unreachable_rank_is_probed_again_shortly_and_the_request_goes_elsewhere() -> None:
