@@ -176,7 +176,7 @@ class Dispatcher:
 
     def answer(self, now: float, generation: int, rank: int, rid: str,
                reply: Any) -> list[Action]:
-        took = self._take(now, generation, rank, rid)
+        took = self._take(generation, rank, rid)
         if took is None:
             return []
         req, sent_to = took
@@ -194,7 +194,7 @@ class Dispatcher:
             # no answer and no progress: the request's own deadline re-sends it; but the rank is
             # alive, so work waiting for it (it may have been avoided) can go now
             return self._assign(now)
-        took = self._take(now, generation, rank, rid)
+        took = self._take(generation, rank, rid)
         if took is None:
             return []
         return [Fail(took[0], code, detail)] + self._assign(now)
@@ -222,7 +222,7 @@ class Dispatcher:
         # caller reported back since.
         stalled = bool(self._queue) and not self._open
         out = self._expire(now)
-        give_up: list[Action] = []
+        last: list[Action] = []  # after the sends: a look for a new generation, or giving up
         if stalled:
             if self._outage_since is None:
                 self._outage_since = now
@@ -233,12 +233,12 @@ class Dispatcher:
                 for r in self._ranks:  # silent ranks get another chance: they may be only slow
                     r.avoid_until = 0.0
             if now - self._outage_since > self.policy.outage_timeout_s:
-                give_up.append(Unavailable(self.generation, now - self._outage_since,
-                                           self.expired_replies))
+                last.append(Unavailable(self.generation, now - self._outage_since,
+                                        self.expired_replies))
         elif now >= self._next_refresh:
             self._next_refresh = now + self.policy.refresh_every_s
-            give_up.append(Refresh())
-        return out + self._assign(now) + give_up
+            last.append(Refresh())
+        return out + self._assign(now) + last
 
     def new_generation(self, now: float, generation: int, ranks: int) -> list[Action]:
         """The ranks were relaunched: ``ranks`` new ones; what was in flight goes to them."""
@@ -258,8 +258,7 @@ class Dispatcher:
         self._ranks[rank].avoid_until = 0.0
         return True
 
-    def _take(self, now: float, generation: int, rank: int, rid: str
-              ) -> tuple[Request, int | None] | None:
+    def _take(self, generation: int, rank: int, rid: str) -> tuple[Request, int | None] | None:
         """The pending request ``rid`` answered from (generation, rank), taken out of the books,
         with the rank it is in flight at (None: it was waiting); None (counted in ``dropped``)
         when the reply matches nothing."""
