@@ -12,7 +12,10 @@ newer generation (the launcher relaunched the ranks); after ``outage_timeout_s``
 answer (an EXPIRED reply is none) it gives up with :class:`RanksUnavailable`, which fails the
 Spark task so Spark retries it.
 
-Replies are matched by request id, so a late answer to a request that was re-sent is dropped.
+Every one of those decisions is made by the pure :class:`framestream.dispatch.Dispatcher` (events
+in, actions out, tested without sockets in ``tests/unit/test_dispatch.py``); this module is the
+pump that moves its bytes. Replies are matched by request id: the first answer wins (a late one
+from the slow rank too, and the copy re-sent since is then withdrawn), a second one is dropped.
 
 With ``curve_secret`` and ``curve_server_key`` set, every socket is a CURVE client: it proves its
 key to the ranks (which admit only keys in their allowed folder) and checks theirs against the
@@ -24,9 +27,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -34,6 +37,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import zmq
 
+from framestream.dispatch import (Action, Cancel, Deliver, Dispatcher, Fail, Policy, Refresh,
+                                  Send, Unavailable)
 from framestream.errors import DeadlineExceeded, FramestreamError
 from framestream.security import ClientKeys, client_keys, secure_client
 from framestream.settings import check, settings_section
@@ -41,7 +46,6 @@ from framestream.endpoints import EndpointSet
 from framestream.wire import Message, Op, ProtocolError, decode, encode
 
 log = logging.getLogger(__name__)
-_RECONNECT_PROBE_S = 0.02  # how soon a rank whose connection was not up yet is tried again
 
 
 @settings_section("client")
@@ -79,32 +83,11 @@ class Answer(NamedTuple):
     rank: int            # the rank that answered
 
 
-@dataclass
-class _Request:
-    rid: str
-    tag: Any
-    tensors: tuple[np.ndarray, ...]
-    version: str | None
-    op: Op = Op.INFER
-    rank: int = -1
-    deadline: float = 0.0   # time.monotonic() of this process
-    attempts: int = 0
-
-
-@dataclass
-class _Rank:
-    sock: zmq.Socket
-    endpoint: str
-    inflight: set[str] = field(default_factory=set)
-    # Not chosen before this monotonic time: briefly after its connection was not up yet, for a
-    # request timeout after it let a request pass its deadline. Any reply clears it.
-    avoid_until: float = 0.0
-
-    def avoided(self, now: float) -> bool:
-        return self.avoid_until > now
-
-
 class RankClient:
+    """The ZeroMQ pump around a :class:`framestream.dispatch.Dispatcher`: it moves the bytes the
+    dispatcher's actions ask for and reports what comes back; every decision (which rank, when to
+    re-send, whom to avoid, when to give up) is the dispatcher's."""
+
     def __init__(self, endpoints: EndpointSet, settings: ClientSettings | None = None,
                  refresh: Callable[[], EndpointSet | None] | None = None) -> None:
         self.settings = settings or ClientSettings.load()
@@ -112,49 +95,55 @@ class RankClient:
         self._ctx = zmq.Context.instance()
         self._ids = itertools.count()
         self._prefix = f"{os.getpid():x}-{id(self):x}-"
-        self._ranks: list[_Rank] = []
-        self._queue: list[_Request] = []       # waiting for a credit
-        self._open: dict[str, _Request] = {}   # sent, waiting for an answer
+        self._socks: list[zmq.Socket] = []
+        self._endpoints: list[str] = []
+        self._rank_of: dict[zmq.Socket, int] = {}
         self._done: dict[Any, Answer] = {}
-        self.generation = -1
-        self.resent = 0
-        self._outage_since: float | None = None  # monotonic; reset by useful answers only
-        self._expired_replies = 0                # EXPIRED answers since the last useful one
-        self._next_refresh = 0.0
-        self._turn = os.getpid()  # executors start their turns at different ranks
+        s = self.settings
+        # executors start their turns at different ranks
+        self.dispatcher = Dispatcher(Policy(s.credits_per_rank, s.request_timeout_s,
+                                            s.outage_timeout_s), first_turn=os.getpid())
         self._keys = self.settings.keys()  # ConfigError now, not on the first request
         self._connect(endpoints)
 
+    @property
+    def generation(self) -> int:
+        return self.dispatcher.generation
+
+    @property
+    def resent(self) -> int:
+        return self.dispatcher.resent
+
     # -- connections --------------------------------------------------------------------------
     def _connect(self, endpoints: EndpointSet) -> None:
-        for r in self._ranks:
-            r.sock.close(0)
-        self._ranks = []
-        for ep in endpoints.endpoints:
+        for sock in self._socks:
+            sock.close(0)
+        self._socks, self._endpoints = [], list(endpoints.endpoints)
+        for ep in self._endpoints:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections
             sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_reply_bytes)
             secure_client(sock, self._keys)
             sock.connect(ep)
-            self._ranks.append(_Rank(sock, ep))
+            self._socks.append(sock)
+        self._rank_of = {sock: i for i, sock in enumerate(self._socks)}
         self._poller = zmq.Poller()
-        for r in self._ranks:
-            self._poller.register(r.sock, zmq.POLLIN)
-        self.generation = endpoints.generation
-        for req in self._open.values():      # whatever was in flight goes to the new ranks
-            self._queue.append(req)
-        self._open.clear()
-        log.info("connected to %d ranks of generation %d", len(self._ranks), self.generation)
+        for sock in self._socks:
+            self._poller.register(sock, zmq.POLLIN)
+        log.info("connected to %d ranks of generation %d", len(self._socks), endpoints.generation)
+        # whatever was in flight goes to the new ranks
+        self._apply(self.dispatcher.new_generation(time.monotonic(), endpoints.generation,
+                                                   len(self._socks)))
 
     def reconnect(self, endpoints: EndpointSet) -> None:
         """Move to another endpoint set (requests in flight are re-sent there)."""
         self._connect(endpoints)
 
     def close(self) -> None:
-        for r in self._ranks:
-            r.sock.close(0)
-        self._ranks = []
+        for sock in self._socks:
+            sock.close(0)
+        self._socks = []
 
     # -- public -------------------------------------------------------------------------------
     def submit(self, tag: Any, images: np.ndarray, version: str | None,
@@ -167,13 +156,17 @@ class RankClient:
         decode loop) runs at the ranks' pace and memory stays bounded.
         """
         tensors, op = ((images,), Op.INFER) if labels is None else ((images, labels), Op.TRAIN)
-        self._queue.append(_Request(self._prefix + str(next(self._ids)), tag, tensors, version, op))
+        rid = self._prefix + str(next(self._ids))
+        msg = Message(op, rid, tensors, version, ttl=self.settings.request_timeout_s)
+        # a training rank takes no CANCEL: a TRAIN re-sent elsewhere stays where it arrived
+        self._apply(self.dispatcher.submit(time.monotonic(), rid, tag, msg,
+                                           cancellable=op is Op.INFER))
         self._pump(wait=False)
-        while len(self._queue) > 1:
+        while self.dispatcher.queued() > 1:
             self._pump(wait=True)
 
     def pending(self) -> int:
-        return len(self._queue) + len(self._open)
+        return self.dispatcher.pending()
 
     def gather(self, tags: Collection[Any] | None = None) -> dict[Any, Answer]:
         """Wait for the requests submitted with ``tags`` (every request when None); returns
@@ -202,138 +195,87 @@ class RankClient:
 
     # -- the pump -----------------------------------------------------------------------------
     def _pump(self, wait: bool) -> None:
-        if wait:
-            self._follow_generation()
-        self._send_queued()
         timeout_ms = 0
-        if wait:
-            # until the next deadline, at most 1 s; queued work also wakes when an avoided rank
-            # may be tried again (all on this process's monotonic clock)
-            now = time.monotonic()
-            wait_s = min((r.deadline for r in self._open.values()), default=math.inf) - now
-            if self._queue:
-                wait_s = min([wait_s] + [r.avoid_until - now for r in self._ranks
-                                         if r.avoided(now)])
-            timeout_ms = int(max(0.0, min(1.0, wait_s)) * 1000) + 1
+        if wait:  # until the dispatcher has something to do, at most 1 s
+            timeout_ms = int(min(1.0, self.dispatcher.wake_in(time.monotonic())) * 1000) + 1
         for sock, _ in self._poller.poll(timeout_ms):
             self._drain(sock)
-        self._expire()
-        if wait and not self._open and self._queue:
-            self._no_rank_can_take()
+        self._apply(self.dispatcher.tick(time.monotonic()))
 
-    def _send_queued(self) -> None:
-        while self._queue:
-            now = time.monotonic()
-            live = [i for i, r in enumerate(self._ranks)
-                    if not r.avoided(now) and len(r.inflight) < self.settings.credits_per_rank]
-            if not live:
-                return
-            req = self._queue[0]
-            # least loaded, not the rank that just failed this request when there is another,
-            # ties taken in turn so that light load spreads over the ranks too
-            n = len(self._ranks)
-            live.sort(key=lambda i: (i == req.rank, len(self._ranks[i].inflight),
-                                     (i - self._turn) % n))
-            rank = live[0]
-            self._turn = (rank + 1) % n
-            msg = Message(req.op, req.rid, req.tensors, req.version,
-                          ttl=self.settings.request_timeout_s)
-            try:
-                self._ranks[rank].sock.send_multipart(encode(msg), zmq.NOBLOCK, copy=False)
-            except zmq.Again:  # not connected (yet): try the others, this one again shortly
-                self._ranks[rank].avoid_until = now + _RECONNECT_PROBE_S
-                continue
-            self._queue.pop(0)
-            req.rank, req.attempts = rank, req.attempts + 1
-            req.deadline = now + self.settings.request_timeout_s
-            self._ranks[rank].inflight.add(req.rid)
-            self._open[req.rid] = req
+    def _apply(self, actions: list[Action]) -> None:
+        """Carry out the dispatcher's actions, all of them (what it counts as sent must go out),
+        then raise the first failure among them."""
+        todo, failure = deque(actions), None
+        while todo:
+            action = todo.popleft()
+            if isinstance(action, Send):
+                todo.extend(self._send(action))
+            elif isinstance(action, Cancel):
+                cancel = Message(Op.CANCEL, f"cancel-{action.rid}", meta={"request": action.rid})
+                try:
+                    self._socks[action.rank].send_multipart(encode(cancel), zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # not connected: nothing of ours can be waiting there either
+            elif isinstance(action, Deliver):
+                msg = action.reply
+                scores = np.array(msg.tensors[0]) if msg.tensors else np.zeros((0, 0), np.float32)
+                self._done[action.request.tag] = Answer(scores, msg.model or "",
+                                                        int(msg.meta.get("rank", -1)))
+            elif isinstance(action, Fail):
+                failure = failure or RankError(action.code, action.detail)
+            elif isinstance(action, Refresh):
+                newer = self._refresh()
+                if newer is not None and newer.generation > self.generation:
+                    self._connect(newer)
+            elif isinstance(action, Unavailable):
+                failure = failure or self._unavailable(action)
+        if failure is not None:
+            raise failure
+
+    def _send(self, send: Send) -> list[Action]:
+        req = send.request
+        if req.attempts > 1:
+            log.warning("re-sending request %s to %s (attempt %d): no answer within %.1fs",
+                        req.rid, self._endpoints[send.rank], req.attempts, send.ttl)
+        try:
+            self._socks[send.rank].send_multipart(encode(req.payload), zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # not connected (yet): the others, this one again shortly
+            return self.dispatcher.unreachable(time.monotonic(), send.rank, req.rid)
+        return []
 
     def _drain(self, sock: zmq.Socket) -> None:
+        rank, generation = self._rank_of[sock], self.generation
         while True:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            rank = next(i for i, r in enumerate(self._ranks) if r.sock is sock)
-            self._ranks[rank].avoid_until = 0.0
+            now = time.monotonic()
             try:
                 msg = decode(frames, max_bytes=self.settings.max_reply_bytes)
             except ProtocolError as exc:
-                log.error("unreadable reply from %s: %s", self._ranks[rank].endpoint, exc)
+                log.error("unreadable reply from %s: %s", self._endpoints[rank], exc)
+                self._apply(self.dispatcher.garbled(now, generation, rank))
                 continue
-            if msg.op is Op.ERROR and msg.meta.get("code") == "EXPIRED":
-                # The rank got to it after its ttl: no answer, and no sign of progress either (a
-                # rank that answers only EXPIRED must not hold the task up forever). Our own
-                # deadline re-sends it.
-                self._expired_replies += 1
-                continue
-            req = self._open.get(str(msg.id))
-            if req is None:
-                continue  # a late answer to a request that was re-sent and answered already
-            self._outage_since, self._expired_replies = None, 0
-            del self._open[req.rid]
-            self._ranks[req.rank].inflight.discard(req.rid)
             if msg.op is Op.ERROR:
-                raise RankError(str(msg.meta.get("code")), str(msg.meta.get("detail")))
-            scores = np.array(msg.tensors[0]) if msg.tensors else np.zeros((0, 0), np.float32)
-            self._done[req.tag] = Answer(scores, msg.model or "", int(msg.meta.get("rank", -1)))
+                actions = self.dispatcher.refused(now, generation, rank, str(msg.id),
+                                                  str(msg.meta.get("code")),
+                                                  str(msg.meta.get("detail")))
+            else:
+                actions = self.dispatcher.answer(now, generation, rank, str(msg.id), msg)
+            self._apply(actions)
 
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for rid, req in list(self._open.items()):
-            if req.deadline > now:
-                continue
-            del self._open[rid]
-            silent = self._ranks[req.rank]
-            silent.inflight.discard(rid)
-            silent.avoid_until = now + self.settings.request_timeout_s
-            if req.op is Op.INFER:  # if it still waits at the slow rank, it is not computed twice
-                cancel = Message(Op.CANCEL, f"cancel-{rid}", meta={"request": rid})
-                try:
-                    silent.sock.send_multipart(encode(cancel), zmq.NOBLOCK)
-                except zmq.Again:
-                    pass  # not connected: nothing of ours can be waiting there either
-            self.resent += 1
-            log.warning("request %s to %s passed its %.1fs deadline; re-sending (attempt %d)",
-                        rid, silent.endpoint, self.settings.request_timeout_s, req.attempts + 1)
-            self._queue.insert(0, req)
-
-    def _follow_generation(self, every_s: float = 1.0) -> bool:
-        """Move to a newer endpoint generation if one was published (ranks were relaunched)."""
-        now = time.monotonic()
-        if now < self._next_refresh:
-            return False
-        self._next_refresh = now + every_s
-        newer = self._refresh()
-        if newer is not None and newer.generation > self.generation:
-            self._connect(newer)
-            return True
-        return False
-
-    def _no_rank_can_take(self) -> None:
-        """Nothing in flight, work queued, every rank silent: look for a new generation."""
-        now = time.monotonic()
-        if self._outage_since is None:
-            self._outage_since = now
-        if self._follow_generation(every_s=0.2):
-            return
-        if all(r.avoided(now) for r in self._ranks):
-            # Give silent ranks another chance now and then (they may only have been slow).
-            for r in self._ranks:
-                r.avoid_until = 0.0
-        if now - self._outage_since > self.settings.outage_timeout_s:
-            hint = ("" if self._keys else "if the ranks bind a network address they require "
-                    "CURVE: set FRAMESTREAM_CLIENT_CURVE_SECRET and _CURVE_SERVER_KEY")
-            if self._expired_replies:
-                hint = (f"the ranks answered {self._expired_replies} times EXPIRED (each request "
-                        f"waited there longer than its ttl): they are overloaded or stalled; "
-                        f"raise FRAMESTREAM_CLIENT_REQUEST_TIMEOUT_S or add ranks")
-            raise RanksUnavailable("the executor", f"an answer from any rank of generation "
-                                   f"{self.generation} or a new generation", self.settings.
-                                   outage_timeout_s, "FRAMESTREAM_CLIENT_OUTAGE_TIMEOUT_S",
-                                   detail=hint)
-        time.sleep(0.05)  # ranks are down: wait a little before probing the endpoint set again
+    def _unavailable(self, gone: Unavailable) -> RanksUnavailable:
+        hint = ("" if self._keys else "if the ranks bind a network address they require "
+                "CURVE: set FRAMESTREAM_CLIENT_CURVE_SECRET and _CURVE_SERVER_KEY")
+        if gone.expired_replies:
+            hint = (f"the ranks answered {gone.expired_replies} times EXPIRED (each request "
+                    f"waited there longer than its ttl): they are overloaded or stalled; "
+                    f"raise FRAMESTREAM_CLIENT_REQUEST_TIMEOUT_S or add ranks")
+        return RanksUnavailable("the executor", f"an answer from any rank of generation "
+                                f"{gone.generation} or a new generation",
+                                self.settings.outage_timeout_s,
+                                "FRAMESTREAM_CLIENT_OUTAGE_TIMEOUT_S", detail=hint)
 
 
 _clients: dict[str, RankClient] = {}  # one per Python worker process, reused across tasks

@@ -3,7 +3,8 @@
 A batch query over a fixed offset range of the ``labels`` topic; executors decode and resize each
 frame with :mod:`etl.decode` (exactly as the stream does for inference), take the true label from
 the ``fs-label`` header, and send ``TRAIN`` batches over ZeroMQ to the training ranks with the
-same client, credits and re-sends as the stream. Frames that do not decode, or whose label is
+same client, and so the same dispatcher (:mod:`framestream.dispatch`: credits, re-sends,
+generations), as the stream; TRAIN requests are re-sent but never cancelled. Frames that do not decode, or whose label is
 missing, not an integer, negative or not below the number of classes, are counted as rejected,
 not sent. When every partition is done the driver sends ``END`` to each rank, with the control
 token the launching job (``jobs/retrain_kafka.py``) gave the ranks when it started mpirun (executors never get it, so no executor or

@@ -11,6 +11,11 @@ any reason, is answered ERROR with a code, counted (:attr:`FeedReceiver.refused`
 ``END`` is obeyed only with the gang's control token, which the driver that started mpirun holds
 (``FRAMESTREAM_CONTROL_TOKEN`` in the ranks' environment alone; see :mod:`etl.feed`): an END from
 an executor or a stranger is refused ``FORBIDDEN`` and the feed goes on.
+
+The sender re-sends a TRAIN whose ACK did not come within its deadline (the same dispatcher as
+for inference, :mod:`framestream.dispatch`, without CANCEL: a training rank keeps what arrived).
+When the re-send comes back here, the same peer's request id is ACKed again and not kept twice,
+so no frame is trained on twice for it (:attr:`FeedReceiver.duplicates`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 
 from framestream.errors import DeadlineExceeded
 from framestream.wire import Message, Op, ProtocolError, control_allowed, decode, encode
+from mpi_workers.batcher import peer_of
 
 if TYPE_CHECKING:
     import zmq
@@ -50,6 +56,8 @@ class FeedReceiver:
         self.labels: list[np.ndarray] = []
         self.frames = 0
         self.ended = False
+        self.duplicates = 0  # TRAIN messages ACKed again, not kept twice
+        self._kept: set[tuple[bytes, int | str]] = set()  # (peer, request id) of kept frames
 
     def _reply(self, ident: Any, msg: Message) -> None:
         self.sock.send_multipart([ident, *encode(msg)], copy=False)
@@ -91,6 +99,11 @@ class FeedReceiver:
 
     def _dispatch(self, ident: Any, msg: Message) -> None:
         if msg.op is Op.TRAIN:
+            key = (peer_of(ident), msg.id)
+            if key in self._kept:  # a re-send of what this rank holds already
+                self.duplicates += 1
+                self._reply(ident, msg.reply(Op.ACK, rank=self.rank, frames=self.frames))
+                return
             problem = self._check(msg)
             if problem:
                 self._refuse(ident, msg.id, "BAD_TRAIN", problem)
@@ -98,6 +111,8 @@ class FeedReceiver:
             self.images.append(np.array(msg.tensors[0]))  # copies off the socket buffers
             self.labels.append(np.array(msg.tensors[1]))
             self.frames += len(msg.tensors[1])
+            if len(msg.tensors[1]):  # bounded by max_frames: an empty TRAIN needs no memory
+                self._kept.add(key)
             self._reply(ident, msg.reply(Op.ACK, rank=self.rank, frames=self.frames))
         elif msg.op is Op.END:
             if not control_allowed(msg, self.control_token):

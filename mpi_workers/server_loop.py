@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mpi_workers.batcher import Pending, plan
+from mpi_workers.batcher import Pending, late, peer_of, plan, withdraw
 from mpi_workers.inference import forward
 from framestream.wire import Message, Op, ProtocolError, control_allowed, decode, encode
 
@@ -26,11 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_DRAIN = 256  # messages taken off the socket per loop, so replies are not held back forever
-
-
-def _peer(ident: Any) -> bytes:
-    """The ROUTER identity as bytes (a zmq.Frame off the socket, or bytes)."""
-    return ident.bytes if hasattr(ident, "bytes") else bytes(ident)
 
 
 class RankServer:
@@ -92,11 +87,11 @@ class RankServer:
             self.max_queue = max(self.max_queue, len(pending))
             work = plan(pending, self.max_batch, time.monotonic())
             self._expired(work.expired)
+            for _ in work.superseded:  # the same peer sent the same id again: answered once
+                self.metrics.count("INFER", "superseded")
             for batch in work.batches:
-                now = time.monotonic()  # an earlier batch of this drain may have taken long
-                late = [p for p in batch if p.deadline is not None and p.deadline <= now]
-                self._expired(late)
-                batch = [p for p in batch if p.deadline is None or p.deadline > now]
+                batch, missed = late(batch, time.monotonic())
+                self._expired(missed)
                 if batch:
                     self._infer(batch, received)
             self._pending = []
@@ -187,12 +182,7 @@ class RankServer:
     def _cancel(self, ident: Any, msg: Message) -> None:
         """Withdraw a request of the same peer that is still waiting here (its sender re-sent it
         elsewhere after its own deadline), so it is not computed twice."""
-        target = msg.meta.get("request")
-        peer = _peer(ident)
-        keep = [p for p in self._pending
-                if not (p.request_id == target and _peer(p.ident) == peer)]
-        gone = len(self._pending) - len(keep)
-        self._pending[:] = keep  # the same list the loop is filling
+        gone = withdraw(self._pending, peer_of(ident), msg.meta.get("request"))  # the loop's list
         if gone:
             self.metrics.count("INFER", "cancelled")
         self._reply(ident, msg.reply(Op.ACK, rank=self.rank, cancelled=gone), "CANCEL",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mpi_workers.batcher import Pending, plan
+from mpi_workers.batcher import Pending, late, plan, withdraw
 
 
-def p(rid: int, frames: int, version: str = "v1", deadline: float | None = None) -> Pending:
-    return Pending(b"id", rid, frames, version, deadline)
+def p(rid: int, frames: int, version: str = "v1", deadline: float | None = None,
+      peer: bytes = b"id") -> Pending:
+    return Pending(peer, rid, frames, version, deadline)
 
 
 def ids(batches: list[list[Pending]]) -> list[list[int]]:
@@ -41,3 +42,23 @@ def test_expired_requests_are_set_aside() -> None:
 def test_bad_max_batch() -> None:
     with pytest.raises(ValueError):
         plan([], max_batch=0, now=0)
+
+
+def test_a_request_id_sent_again_by_the_same_peer_is_computed_once() -> None:
+    first, again, other_peer = p(1, 10, deadline=5.0), p(1, 10, deadline=9.0), p(1, 10, peer=b"B")
+    out = plan([first, p(2, 10), again, other_peer], max_batch=256, now=1.0)
+    assert out.superseded == [first]  # the later copy (fresh ttl) stands in for it
+    assert [[(q.request_id, q.deadline, q.ident) for q in b] for b in out.batches] == \
+        [[(2, None, b"id"), (1, 9.0, b"id"), (1, None, b"B")]]  # another peer's id 1 is its own
+
+
+def test_withdraw_takes_only_that_peers_request() -> None:
+    pending = [p(1, 10), p(1, 10, peer=b"B"), p(2, 10)]
+    assert withdraw(pending, b"id", 1) == 1
+    assert [(q.request_id, q.ident) for q in pending] == [(1, b"B"), (2, b"id")]
+    assert withdraw(pending, b"id", 1) == 0
+
+
+def test_late_splits_a_batch_at_now_exactly() -> None:
+    ok, missed = late([p(1, 1, deadline=2.0), p(2, 1), p(3, 1, deadline=3.0)], now=2.0)
+    assert [q.request_id for q in ok] == [2, 3] and [q.request_id for q in missed] == [1]

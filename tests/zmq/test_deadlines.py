@@ -64,6 +64,41 @@ def test_a_request_cancelled_while_queued_is_not_computed() -> None:
         ctx.term()
 
 
+def test_a_request_id_sent_twice_while_waiting_is_computed_and_answered_once() -> None:
+    """As above, the rank is held while both copies and another request wait on its socket."""
+    torch.set_num_threads(1)
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind("inproc://held-rank-dup")
+    server = RankServer(router, ModelCache(None, "cpu", default=MODEL), RankMetrics(0), 0, 256,
+                        60.0, 1 << 24)
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect("inproc://held-rank-dup")
+    thread = threading.Thread(target=server.run, daemon=True)
+    try:
+        for rid, n in (("dup", 3), ("dup", 3), ("other", 2)):
+            sock.send_multipart(encode(Message(Op.INFER, rid, (frames(n),), MODEL, ttl=30.0)))
+        thread.start()
+        replies = []
+        for _ in range(2):
+            assert sock.poll(10_000), f"replies so far: {replies}"
+            replies.append(decode(sock.recv_multipart()))
+        assert sorted((m.id, m.op, m.tensors[0].shape) for m in replies) == \
+            [("dup", Op.RESULT, (3, 10)), ("other", Op.RESULT, (2, 10))]
+        sock.send_multipart(encode(Message(Op.PING, "p")))
+        assert sock.poll(10_000)
+        pong = decode(sock.recv_multipart())
+        assert pong.op is Op.PONG and pong.meta["frames_served"] == 5  # not 8
+    finally:
+        server.stop()
+        thread.join(10)
+        sock.close(0)
+        router.close(0)
+        ctx.term()
+
+
 def test_the_client_cancels_at_the_slow_rank_what_it_resends_elsewhere() -> None:
     torch.set_num_threads(1)
     silent, live = SilentRank(), Rank(1)
