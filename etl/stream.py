@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from etl.classify import BatchContext, classify_partition
 from etl.client import ClientSettings
-from etl.pins import VersionPins
+from etl.pins import VersionPins, is_uri
 from etl.records import KAFKA_DEFAULT_REQUEST_BYTES, OUT_DDL
 from framestream import endpoints as endpoints_mod
 from framestream.config import KafkaSettings
@@ -73,7 +73,9 @@ class ClassifyBatches:
         # every dead letter is cut to fit what the sink's producer accepts
         self.max_record_bytes = int(kafka_options.get("kafka.max.request.size",
                                                       KAFKA_DEFAULT_REQUEST_BYTES))
-        self.pins = VersionPins(Path(settings.checkpoint) / "framestream-pins")
+        # a URI checkpoint's pins go through the JVM's Hadoop FileSystem: made at the first batch
+        self.pins: VersionPins | None = (None if is_uri(settings.checkpoint) else
+                                         VersionPins.beside(settings.checkpoint))
         self.stats = BatchStats()
         self._last_good = ""                       # last serving version that passed its checksum
         self._said: tuple[Any, ...] = ()           # the last fallback logged
@@ -131,6 +133,8 @@ class ClassifyBatches:
 
     def __call__(self, df: "DataFrame", batch_id: int) -> None:
         started = time.monotonic()
+        if self.pins is None:
+            self.pins = VersionPins.beside(self.s.checkpoint, df.sparkSession)
         version = self.pins.pin(batch_id, self.choose_version)
         current = endpoints_mod.wait_for(Path(self.s.endpoints_file), self.s.endpoints_timeout_s,
                                          setting="FRAMESTREAM_STREAM_ENDPOINTS_TIMEOUT_S")

@@ -25,13 +25,15 @@ pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi, pytest.mark
 VERSION = "random-fashion_cnn"
 
 
-def stream_args(bootstrap: str, topics: dict[str, str], tmp: Path, ranks: int = 2) -> list[str]:
+def stream_args(bootstrap: str, topics: dict[str, str], tmp: Path, ranks: int = 2,
+                checkpoint: str = "") -> list[str]:
     """Flags for the stream job; ``ranks=0`` attaches to ranks published in tmp/endpoints.json."""
     launch = ["--ranks", str(ranks), "--rank-threads", "1"] if ranks else []
     return [*launch, "--version", VERSION,
             "--bootstrap", bootstrap, "--topic", topics["frames"],
             "--predictions-topic", topics["predictions"], "--dlq-topic", topics["dlq"],
-            "--checkpoint", str(tmp / "checkpoint"), "--endpoints", str(tmp / "endpoints.json"),
+            "--checkpoint", checkpoint or str(tmp / "checkpoint"),
+            "--endpoints", str(tmp / "endpoints.json"),
             "--request-timeout", "10"]
 
 
@@ -119,8 +121,11 @@ def test_driver_killed_mid_stream_resumes_from_its_checkpoint(kafka_bootstrap, t
 
     total = 2000
     publish_frames(kafka_bootstrap, topics["frames"], fashion_frames(total))
-    args = [*stream_args(kafka_bootstrap, topics, tmp_path), "--max-offsets-per-trigger", "200",
-            "--trigger-interval", "0.2"]
+    # the checkpoint as a URI: Spark's offsets and framestream's version pins both go through
+    # Hadoop's FileSystem API (a driver restarted on another host reads the same URI)
+    checkpoint = (tmp_path / "shared" / "checkpoint").as_uri()
+    args = [*stream_args(kafka_bootstrap, topics, tmp_path, checkpoint=checkpoint),
+            "--max-offsets-per-trigger", "200", "--trigger-interval", "0.2"]
     first = start_stream(args, tmp_path / "first.log")
     try:
         wait_until(lambda: sum(results.end_offsets(kafka_bootstrap, topics["predictions"])
@@ -145,6 +150,8 @@ def test_driver_killed_mid_stream_resumes_from_its_checkpoint(kafka_bootstrap, t
     assert summary.predictions == total and summary.dead_letters == 0
     assert summary.conflicting == 0  # a replayed offset got the very same answer
     _offsets_covered(kafka_bootstrap, topics)
+    pins = sorted((tmp_path / "shared" / "checkpoint" / "framestream-pins").glob("*.json"))
+    assert len(pins) >= 2 and not (tmp_path / "file:").exists()
 
 
 def test_rank_killed_mid_stream_is_relaunched_and_nothing_is_lost(kafka_bootstrap, topics,

@@ -23,3 +23,19 @@ def test_choose_is_not_called_for_a_pinned_batch(tmp_path: Path) -> None:
         raise AssertionError("must not be asked again")
 
     assert pins.pin(1, boom) == "v1"
+
+
+def test_uris_and_paths_are_told_apart() -> None:
+    from etl.pins import is_uri
+
+    for uri in ("file:///shared/ckpt", "hdfs://nn:8020/ckpt", "s3a://bucket/ckpt", "viewfs://x/y"):
+        assert is_uri(uri), uri
+    for path in ("/tmp/ckpt", "rel/ckpt", ".state/checkpoints/stream", "C:\\ckpt"):
+        assert not is_uri(path), path
+
+
+def test_a_uri_checkpoint_needs_the_spark_session() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="Spark session"):
+        VersionPins.beside("hdfs://nn/ckpt")
