@@ -66,7 +66,7 @@ class StreamJob:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
-        limits = self.limits or FrameLimits.load().__dict__
+        limits = self.limits or FrameLimits.load().model_dump()
         sink_options = kafka_sink_options(self.kafka, max_frame_bytes=limits["max_bytes"])
         # before anything starts: a missing or too small output topic would fail every batch
         check_output_topics(self.kafka, int(sink_options["kafka.max.request.size"]))
@@ -121,7 +121,6 @@ class StreamJob:
 def warm_up(spark: Any, endpoints_file: str, client: ClientSettings) -> None:
     """One small job on every core's Python worker before the query starts (see
     :func:`etl.classify.warm_partition`): the first micro-batch then runs at the steady pace."""
-    import dataclasses
     from functools import partial
 
     from etl.classify import warm_partition
@@ -133,7 +132,7 @@ def warm_up(spark: Any, endpoints_file: str, client: ClientSettings) -> None:
     started = time.monotonic()
     n = spark.sparkContext.defaultParallelism
     fn = partial(warm_partition, endpoints_json=current.to_json(), endpoints_file=endpoints_file,
-                 client=dataclasses.asdict(client))
+                 client=client.model_dump())
     spark.range(n, numPartitions=n).mapInArrow(fn, "rows long").collect()
     log.info("warmed %d Python workers in %.1fs", n, time.monotonic() - started)
 

@@ -23,7 +23,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -32,21 +32,24 @@ from croniter import croniter
 
 from framestream.errors import ConfigError
 from framestream.paths import state_dir
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 
 log = logging.getLogger(__name__)
 
 
-@settings_section("cron")
-@dataclass(frozen=True)
-class CronSettings:
+class CronSettings(Section):
     """Scheduled retraining. ``FRAMESTREAM_CRON_<NAME>``; CLI flags win."""
 
-    schedule: str = field(default="0 3 * * *", metadata=check(croniter.is_valid,
-                                                              "a 5-field cron expression"))
-    ranks: int = field(default=2, metadata=check(lambda v: 1 <= v <= 4096, "1..4096"))
-    state_dir: Path = field(default_factory=lambda: state_dir() / "retrain")
-    job_timeout_s: float = field(default=3600.0, metadata=check(lambda v: v > 0, "> 0 seconds"))
+    model_config = section("cron")
+
+    schedule: str = setting("0 3 * * *", "when retraining runs (5-field cron expression)",
+                            ok=croniter.is_valid, expected="a 5-field cron expression")
+    ranks: int = setting(2, "ranks of each retraining run", ok=lambda v: 1 <= v <= 4096,
+                         expected="1..4096")
+    state_dir: Path = setting(doc="the scheduler's lock and runs log",
+                              factory=lambda: state_dir() / "retrain", shown="<state>/retrain")
+    job_timeout_s: float = setting(3600.0, "seconds one retraining run may take",
+                                   ok=lambda v: v > 0, expected="> 0 seconds")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_di
         spark = spark_session()
         counts = feed(spark, bootstrap, topic, offsets, published, str(ep_file),
                       DEFAULT_SPECS["fashion_cnn"].to_dict(), client or ClientSettings.load(),
-                      asdict(FrameLimits.load()), control_token=token)
+                      FrameLimits.load().model_dump(), control_token=token)
         try:
             code = proc.wait(timeout_s)
         except subprocess.TimeoutExpired:

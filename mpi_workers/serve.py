@@ -22,12 +22,11 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from framestream.paths import state_dir
 from framestream.security import server_keys
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 from mpi_workers.dist import abort_on_error, local_rank, world
 from mpi_workers.rank_socket import (DEFAULT_RCVHWM, bind_router, control_token_from_env,
                                      publish_endpoints)
@@ -39,31 +38,44 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@settings_section("serve")
-@dataclass(frozen=True)
-class ServeSettings:
-    bind: str = "127.0.0.1"
-    port: int = field(default=0, metadata=check(lambda v: 0 <= v < 65536, "0 (any) or a TCP port"))
-    max_batch: int = field(default=256, metadata=check(lambda v: 1 <= v <= 65536, "1..65536"))
-    max_request_bytes: int = field(default=256 * 1024 * 1024, metadata=check(lambda v: v > 0, "> 0"))
+class ServeSettings(Section):
+    """A serving rank: its socket, its model runtime, its limits."""
+
+    model_config = section("serve")
+
+    bind: str = setting("127.0.0.1", "address each rank's ZeroMQ socket binds (a network address "
+                                     "needs CURVE keys or FRAMESTREAM_SERVE_INSECURE)")
+    port: int = setting(0, "rank 0's TCP port; rank k uses port + k (0 = any free)",
+                        ok=lambda v: 0 <= v < 65536, expected="0 (any) or a TCP port")
+    max_batch: int = setting(256, "frames per forward pass at most",
+                             ok=lambda v: 1 <= v <= 65536, expected="1..65536")
+    max_request_bytes: int = setting(256 * 1024 * 1024, "largest message a rank accepts, in bytes",
+                                     ok=lambda v: v > 0, expected="> 0")
     # messages queued per peer connection (ZMQ_RCVHWM): with max_request_bytes, a peer's memory
-    rcvhwm: int = field(default=DEFAULT_RCVHWM, metadata=check(lambda v: 1 <= v <= 100_000,
-                                                               "1..100000"))
-    metrics_port: int = field(default=0, metadata=check(lambda v: -1 <= v < 65536,
-                                                        "-1 (off), 0 (any) or a TCP port"))
-    endpoints_file: str = field(default_factory=lambda: str(state_dir() / "endpoints.json"))
-    registry: str = ""                  # "" = the registry's own default root
-    device: str = field(default="auto", metadata=check(
-        lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"))
-    threads: int = field(default=0, metadata=check(lambda v: v >= 0, "0 (auto) or >= 1"))
+    rcvhwm: int = setting(DEFAULT_RCVHWM, "messages queued per peer connection (ZMQ_RCVHWM)",
+                          ok=lambda v: 1 <= v <= 100_000, expected="1..100000")
+    metrics_port: int = setting(0, "Prometheus port of rank 0; rank k uses port + k "
+                                   "(0 = any free, -1 = off)", ok=lambda v: -1 <= v < 65536,
+                                expected="-1 (off), 0 (any) or a TCP port")
+    endpoints_file: str = setting(doc="where rank 0 publishes the ranks' endpoints",
+                                  factory=lambda: str(state_dir() / "endpoints.json"),
+                                  shown="<state>/endpoints.json")
+    registry: str = setting("", "model registry root (empty = FRAMESTREAM_REGISTRY_ROOT)")
+    device: str = setting("auto", "torch device of each rank: auto, cpu or cuda",
+                          ok=lambda v: v in ("auto", "cpu", "cuda"), expected="auto, cpu or cuda")
+    threads: int = setting(0, "torch threads per rank (0 = automatic)",
+                           ok=lambda v: v >= 0, expected="0 (auto) or >= 1")
     # what runs the model step (models/runtime.py): auto = ONNX Runtime on a CPU when it passes
     # the parity gate against eager torch, else eager torch
-    runtime: str = field(default="auto", metadata=check(
-        lambda v: v in ("auto", "eager", "onnxruntime"), "auto, eager or onnxruntime"))
-    refresh_s: float = field(default=0.5, metadata=check(lambda v: v > 0, "> 0"))
-    curve_secret: str = ""              # the ranks' secret certificate (enables CURVE)
-    curve_clients: str = ""             # folder of allowed client public certificates (*.key)
-    insecure: bool = False              # allow a non-loopback bind without CURVE
+    runtime: str = setting("auto", "what runs the model step: auto (ONNX Runtime on a CPU when it "
+                                   "passes the parity gate, else eager torch), eager, onnxruntime",
+                           ok=lambda v: v in ("auto", "eager", "onnxruntime"),
+                           expected="auto, eager or onnxruntime")
+    refresh_s: float = setting(0.5, "seconds between checks for a newly promoted version",
+                               ok=lambda v: v > 0, expected="> 0")
+    curve_secret: str = setting("", "the ranks' ZeroMQ CURVE secret certificate (enables CURVE)")
+    curve_clients: str = setting("", "folder of allowed client public certificates (*.key)")
+    insecure: bool = setting(False, "allow a non-loopback bind without CURVE")
 
 
 def _device(choice: str, local: int) -> str:

@@ -20,7 +20,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainSettings, RunOptions
     p.add_argument("--plot", type=Path, help="write loss/accuracy curves to this PNG")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     a = vars(p.parse_args(argv))
-    names = {f.name for f in fields(TrainSettings)}
+    names = set(TrainSettings.model_fields)
     settings = TrainSettings.load(**{k: v for k, v in a.items() if k in names})
     opts = RunOptions(**{k: v for k, v in a.items() if k not in names})
     return settings, opts
@@ -137,7 +136,8 @@ def _training_data(s: TrainSettings, comm: "Intracomm", spec: Any) -> tuple[Any,
 
     from mpi_workers import feed
 
-    images, labels = feed.receive(comm, spec, s.feed_endpoints, idle_timeout_s=s.feed_timeout_s)
+    images, labels = feed.receive(comm, spec, s.feed_endpoints, idle_timeout_s=s.feed_timeout_s,
+                                  max_frames=s.feed_max_frames)
     if s.max_train:
         images, labels = images[:s.max_train // size], labels[:s.max_train // size]
     mine = len(labels)
