@@ -4,9 +4,10 @@
     def main(argv: list[str] | None = None) -> int:
         ...                       # return OK / NOT_DONE, or raise: the wrapper picks the code
 
-Each :class:`~framestream.errors.FramestreamError` class carries its code (``exit_code``):
-ConfigError is a usage error, ServiceError and DeadlineExceeded are an engine that failed or did
-not answer, anything else framestream raises is a failure. The README's table of exit codes is
+Each :class:`~framestream.errors.FramestreamError` class carries its code (``exit_status``; not
+``exit_code``, which RankFailed uses for the rank's own): ConfigError is a usage error,
+ServiceError and DeadlineExceeded are an engine that failed or did not answer, anything else
+framestream raises is a failure. The README's table of exit codes is
 generated from :data:`TABLE` (``python -m jobs.settings_doc --write README.md``).
 """
 
@@ -30,11 +31,11 @@ INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), after a clean shutdown
 #: (code, name, meaning) for the README
 TABLE: tuple[tuple[int, str, str], ...] = (
     (OK, "OK", "done"),
-    (NOT_DONE, "NOT_DONE", "the work ran and did not succeed (frames not acknowledged, a retraining "
-                           "run failed, a version not promoted, a refused key operation), or an "
+    (NOT_DONE, "NOT_DONE", "the work ran and did not succeed (frames not acknowledged, a "
+                           "retraining run failed, a version not promoted, a refused key operation), or an "
                            "unexpected error (a bug: the traceback is logged)"),
-    (USAGE, "USAGE", "bad flags or a bad setting (`ConfigError` names it), or a name that does not "
-                     "exist (a model version)"),
+    (USAGE, "USAGE", "bad flags or a bad setting (`ConfigError` names it), or something a setting "
+                     "names that is not there as it must be (a model version, an output topic)"),
     (SERVICE, "SERVICE", "an engine or service failed or did not answer in time (Kafka, Spark, "
                          "Ray, MPI, the ranks: `ServiceError`, `DeadlineExceeded`)"),
     (INTERRUPTED, "INTERRUPTED", "stopped by Ctrl-C (SIGINT) after a clean shutdown"),
@@ -49,7 +50,7 @@ def code_for(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         return INTERRUPTED
     if isinstance(exc, FramestreamError):
-        return int(getattr(exc, "exit_code", NOT_DONE))
+        return int(getattr(exc, "exit_status", NOT_DONE))
     if isinstance(exc, ValueError):  # a value the user gave, refused outside the settings
         return USAGE
     if isinstance(exc, OSError):     # a file that is missing, a port that is taken

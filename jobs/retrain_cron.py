@@ -30,7 +30,8 @@ from typing import Any
 
 from croniter import croniter
 
-from framestream.errors import ConfigError
+from framestream.exits import NOT_DONE, OK, entry_point
+from framestream.flags import add_settings, from_args
 from framestream.paths import state_dir
 from framestream.settings import Section, section, setting
 
@@ -218,34 +219,28 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     from framestream.logs import setup_logging
 
     own, retrain_args = _split(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="python -m jobs.retrain_cron",
                                 usage="%(prog)s [--schedule EXPR | --once] [options] -- <retrain args>")
-    p.add_argument("--schedule", help='cron expression, e.g. "0 3 * * *" (local time)')
+    add_settings(p, CronSettings, "schedule", "ranks", "state_dir", "job_timeout_s",
+                 aliases={"job_timeout_s": "--timeout"})
     p.add_argument("--once", action="store_true", help="trigger now instead (for a crontab line)")
-    p.add_argument("--ranks", type=int, help="MPI ranks of each run (default 2)")
     p.add_argument("--max-runs", type=int, help="stop after K triggers (runs or skips)")
-    p.add_argument("--state-dir", type=Path, help="lock file and runs.jsonl (default <state>/retrain)")
-    p.add_argument("--timeout", dest="job_timeout_s", type=float, help="seconds one run may take")
     a = p.parse_args(own)
     setup_logging()
-    try:
-        s = CronSettings.load(schedule=a.schedule, ranks=a.ranks, state_dir=a.state_dir,
-                              job_timeout_s=a.job_timeout_s)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    s = from_args(a, CronSettings)
     sched = RetrainScheduler(s.schedule, MpirunRetrain(s.ranks, retrain_args, s.job_timeout_s),
                              s.state_dir)
     if a.once:
         entry = sched.trigger()
         print(json.dumps(entry), flush=True)
-        return 0 if entry["status"] in ("ok", "skipped") else 1
+        return OK if entry["status"] in ("ok", "skipped") else NOT_DONE
     records = sched.run(a.max_runs)
-    return 0 if all(r["status"] in ("ok", "skipped") for r in records) else 1
+    return OK if all(r["status"] in ("ok", "skipped") for r in records) else NOT_DONE
 
 
 if __name__ == "__main__":

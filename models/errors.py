@@ -14,7 +14,7 @@ class RegistryError(FramestreamError):
 class VersionNotFound(RegistryError, LookupError):
     """A version that the registry does not hold."""
 
-    exit_code = 2  # a name that does not exist: usage
+    exit_status = 2  # a name that does not exist: usage
 
     def __init__(self, version: str, root: Path, known: list[str]) -> None:
         shown = ", ".join(known[-5:]) or "none"

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from framestream.paths import state_dir
 from framestream.security import server_keys
+from framestream.flags import add_settings, from_args
 from framestream.settings import Section, section, setting
 from mpi_workers.dist import abort_on_error, local_rank, world
 from mpi_workers.rank_socket import (DEFAULT_RCVHWM, bind_router, control_token_from_env,
@@ -95,35 +96,15 @@ def _threads(setting: int, ranks_here: int) -> int:
 def parse_args(argv: list[str] | None) -> tuple[ServeSettings, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="mpirun -n N python -m mpi_workers.serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bind", help="address to bind (FRAMESTREAM_SERVE_BIND, default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="base port; rank r binds port+r (0 = any free port)")
-    p.add_argument("--max-batch", type=int, help="frames per forward pass at most (default 256)")
-    p.add_argument("--metrics-port", type=int, help="Prometheus base port; -1 off, 0 any")
-    p.add_argument("--endpoints-file", help="where rank 0 publishes the endpoint set")
-    p.add_argument("--registry", help="model registry root")
+    add_settings(p, ServeSettings, "bind", "port", "max_batch", "metrics_port", "endpoints_file",
+                 "registry", "device", "threads", "runtime", "curve_secret", "curve_clients",
+                 "insecure")
     p.add_argument("--version", help="serve this version instead of following the registry")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, help="torch threads per rank (0 = cores // local ranks)")
-    p.add_argument("--runtime", choices=("auto", "eager", "onnxruntime"),
-                   help="what runs the model step (FRAMESTREAM_SERVE_RUNTIME, default auto: ONNX "
-                        "Runtime on a CPU if it passes the parity gate against eager torch)")
     p.add_argument("--generation", type=int, default=None,
                    help="endpoint generation to publish (default: the published one + 1)")
     p.add_argument("--job", default="", help="launch id recorded with the endpoints")
-    p.add_argument("--curve-secret", help="the ranks' CURVE secret certificate "
-                                          "(FRAMESTREAM_SERVE_CURVE_SECRET)")
-    p.add_argument("--curve-clients", help="folder of allowed client certificates "
-                                           "(FRAMESTREAM_SERVE_CURVE_CLIENTS)")
-    p.add_argument("--insecure", action="store_true", default=None,
-                   help="allow a non-loopback --bind without CURVE keys (anyone who reaches it "
-                        "can use the ranks; FRAMESTREAM_SERVE_INSECURE)")
     args = p.parse_args(argv)
-    settings = ServeSettings.load(bind=args.bind, port=args.port, max_batch=args.max_batch,
-                                  metrics_port=args.metrics_port, endpoints_file=args.endpoints_file,
-                                  registry=args.registry, device=args.device, threads=args.threads,
-                                  runtime=args.runtime,
-                                  curve_secret=args.curve_secret, curve_clients=args.curve_clients,
-                                  insecure=args.insecure)
+    settings = from_args(args, ServeSettings)
     return settings, args
 
 

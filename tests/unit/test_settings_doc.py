@@ -27,7 +27,7 @@ NOT_SETTINGS = {
     "FRAMESTREAM_FASHION_MNIST_DIR": "where the Fashion-MNIST IDX files are (framestream/paths.py)",
     "FRAMESTREAM_LOG_LEVEL": "logging level of every process, read before any setting is loaded",
     "FRAMESTREAM_CONTROL_TOKEN": "a secret per gang the launcher exports to its ranks alone",
-    "FRAMESTREAM_GANG_BUNDLE": "launcher -> rank environment: the rank's bundle (launcher/layout.py)",
+    "FRAMESTREAM_GANG_BUNDLE": "launcher -> rank environment: the rank's bundle",
     "FRAMESTREAM_GANG_NODE_IP": "launcher -> rank environment: the node's address",
     "FRAMESTREAM_GANG_RANK_ENV": "launcher -> rank environment: per-rank variables",
     "FRAMESTREAM_MPI_RENDEZVOUS_HOST": "launcher -> rank environment: torch.distributed rendezvous",
