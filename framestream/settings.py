@@ -89,12 +89,7 @@ def setting(default: Any = PydanticUndefined, doc: str = "", *,
     return Field(default, description=doc, json_schema_extra=extra, repr=not secret)
 
 
-def check(predicate: Callable[[Any], bool], expected: str) -> dict[str, Any]:
-    """Keyword arguments of :func:`setting` for a check: ``setting(4, doc, **check(p, "1..8"))``."""
-    return {"ok": predicate, "expected": expected}
-
-
-def _extra(info: FieldInfo) -> dict[str, Any]:
+def field_extra(info: FieldInfo) -> dict[str, Any]:
     extra = info.json_schema_extra
     return extra if isinstance(extra, dict) else {}
 
@@ -188,7 +183,7 @@ class Section(BaseSettings):
     @model_validator(mode="after")
     def _checks(self) -> "Section":
         for name, info in type(self).model_fields.items():
-            rule = _extra(info).get("check")
+            rule = field_extra(info).get("check")
             if rule is None:
                 continue
             predicate, expected = rule
@@ -226,15 +221,17 @@ def _config_error(cls: type[Section], exc: ValidationError) -> ConfigError:
 def default_of(cls: type[Section], name: str) -> Any:
     """The default of one setting as the docs show it (``shown`` for machine-dependent ones)."""
     info = cls.model_fields[name]
-    extra = _extra(info)
+    extra = field_extra(info)
     if "shown" in extra:
         return extra["shown"]
     return info.get_default(call_default_factory=True)
 
 
 def describe(obj: Section) -> list[tuple[str, Any, Any]]:
-    """(env var, value, default) for every setting of a loaded section: for `--help` and docs."""
+    """(env var, value, default) for every setting of a loaded section (a secret's value shown as
+    ``***``): for logs and docs."""
     cls = type(obj)
-    return [(env_name(cls.section, name), getattr(obj, name),
-             cls.model_fields[name].get_default(call_default_factory=True))
-            for name in cls.model_fields]
+    return [(env_name(cls.section, name),
+             "***" if field_extra(info).get("secret") and getattr(obj, name) else getattr(obj, name),
+             info.get_default(call_default_factory=True))
+            for name, info in cls.model_fields.items()]

@@ -50,6 +50,9 @@ def test_describe_lists_every_setting_with_its_env_name() -> None:
     rows = describe(BrokerSettings.load(env={}))
     assert ("FRAMESTREAM_BROKER_PORT", 9092, 9092) in rows
     assert env_name("broker", "heap") == "FRAMESTREAM_BROKER_HEAP"
+    kafka = KafkaSettings.load(env={"FRAMESTREAM_KAFKA_SASL_PASSWORD": "hunter2"})
+    assert ("FRAMESTREAM_KAFKA_SASL_PASSWORD", "***", "") in describe(kafka)
+    assert "hunter2" not in repr(kafka)
 
 
 def test_path_optional_and_tuple_types_are_parsed(tmp_path: Path) -> None:
