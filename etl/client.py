@@ -41,25 +41,35 @@ from framestream.dispatch import (Action, Cancel, Deliver, Dispatcher, Fail, Pol
                                   Send, Unavailable)
 from framestream.errors import DeadlineExceeded, FramestreamError
 from framestream.security import ClientKeys, client_keys, secure_client
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 from framestream.endpoints import EndpointSet
 from framestream.wire import Message, Op, ProtocolError, decode, encode
 
 log = logging.getLogger(__name__)
 
 
-@settings_section("client")
-@dataclass(frozen=True)
-class ClientSettings:
-    chunk_frames: int = field(default=256, metadata=check(lambda v: 1 <= v <= 65536, "1..65536"))
-    credits_per_rank: int = field(default=2, metadata=check(lambda v: 1 <= v <= 64, "1..64"))
+class ClientSettings(Section):
+    """An executor's ZeroMQ client to the ranks."""
+
+    model_config = section("client")
+
+    chunk_frames: int = setting(256, "frames per request to a rank",
+                                ok=lambda v: 1 <= v <= 65536, expected="1..65536")
+    credits_per_rank: int = setting(2, "requests in flight per rank",
+                                    ok=lambda v: 1 <= v <= 64, expected="1..64")
     # Arrow batches an executor hands to the ranks before it collects the oldest (etl/classify.py)
-    batches_ahead: int = field(default=1, metadata=check(lambda v: 0 <= v <= 8, "0..8"))
-    request_timeout_s: float = field(default=30.0, metadata=check(lambda v: v > 0, "> 0"))
-    outage_timeout_s: float = field(default=120.0, metadata=check(lambda v: v > 0, "> 0"))
-    curve_secret: str = ""       # this client's CURVE secret certificate (with curve_server_key)
-    curve_server_key: str = ""   # the ranks' public certificate, pinned
-    max_reply_bytes: int = field(default=256 * 1024 * 1024, metadata=check(lambda v: v > 0, "> 0"))
+    batches_ahead: int = setting(1, "Arrow batches an executor sends before it collects the "
+                                    "oldest (0 = one at a time)",
+                                 ok=lambda v: 0 <= v <= 8, expected="0..8")
+    request_timeout_s: float = setting(30.0, "seconds before a request is re-sent to another rank",
+                                       ok=lambda v: v > 0, expected="> 0")
+    outage_timeout_s: float = setting(120.0, "seconds without a useful answer from any rank "
+                                             "before the task fails", ok=lambda v: v > 0,
+                                      expected="> 0")
+    curve_secret: str = setting("", "this client's ZeroMQ CURVE secret certificate")
+    curve_server_key: str = setting("", "the ranks' public certificate, pinned")
+    max_reply_bytes: int = setting(256 * 1024 * 1024, "largest reply accepted, in bytes",
+                                   ok=lambda v: v > 0, expected="> 0")
 
     def keys(self) -> ClientKeys | None:
         return client_keys(self.curve_secret, self.curve_server_key)

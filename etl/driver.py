@@ -67,7 +67,7 @@ class StreamJob:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
-        limits = self.limits or FrameLimits.load().__dict__
+        limits = self.limits or FrameLimits.load().model_dump()
         sink_options = kafka_sink_options(self.kafka, max_frame_bytes=limits["max_bytes"])
         # before anything starts: a missing or too small output topic would fail every batch
         check_output_topics(self.kafka, int(sink_options["kafka.max.request.size"]))

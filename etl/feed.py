@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +121,7 @@ def feed(spark: "SparkSession", bootstrap: str, topic: str, offsets: dict[str, s
           .option("subscribe", topic).option("includeHeaders", "true")
           .option("startingOffsets", offsets["starting"])
           .option("endingOffsets", offsets["ending"]).load())
-    ctx = FeedContext(spec, endpoints.to_json(), endpoints_file, limits, asdict(client))
+    ctx = FeedContext(spec, endpoints.to_json(), endpoints_file, limits, client.model_dump())
     row = (df.mapInArrow(partial(feed_partition, ctx=ctx), COUNTS_DDL)
            .groupBy().sum("fed", "rejected").collect()[0])
     fed, rejected = int(row[0] or 0), int(row[1] or 0)

@@ -9,30 +9,36 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from framestream.paths import REPO, jars
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-@settings_section("spark")
-@dataclass(frozen=True)
-class SparkSettings:
-    master: str = "local[2,4]"     # 2 cores, a task may fail 4 times; spark-submit's wins
-    app_name: str = "framestream"
-    shuffle_partitions: int = field(default=4, metadata=check(lambda v: v >= 1, ">= 1"))
-    driver_memory: str = "1g"
-    ui: bool = True
-    bind_address: str = "127.0.0.1"
+class SparkSettings(Section):
+    """The Spark session of the stream and retrain jobs (spark-submit's own flags win)."""
+
+    model_config = section("spark")
+
+    master: str = setting("local[2,4]", "Spark master when not given by spark-submit "
+                                        "(local[2,4]: 2 cores, a task may fail 4 times)")
+    app_name: str = setting("framestream", "Spark application name")
+    shuffle_partitions: int = setting(4, "spark.sql.shuffle.partitions",
+                                      ok=lambda v: v >= 1, expected=">= 1")
+    driver_memory: str = setting("1g", "spark.driver.memory")
+    ui: bool = setting(True, "start the Spark UI")
+    bind_address: str = setting("127.0.0.1", "address the driver binds (spark.driver.bindAddress)")
     # Rows per Arrow batch handed to the executors' Python: small enough that Kafka reads, decode
     # and the sink overlap (etl/classify.py pipelines batches), large enough to amortise the hop.
-    arrow_batch_rows: int = field(default=1024, metadata=check(lambda v: v >= 1, ">= 1"))
-    log_level: str = field(default="WARN", metadata=check(
-        lambda v: v in ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"), "a log4j level"))
+    arrow_batch_rows: int = setting(1024, "rows per Arrow batch handed to the executors' Python",
+                                    ok=lambda v: v >= 1, expected=">= 1")
+    log_level: str = setting(
+        "WARN", "Spark's log4j level",
+        ok=lambda v: v in ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"),
+        expected="a log4j level")
 
 
 def kafka_jars() -> list[str]:

@@ -10,7 +10,6 @@ consumers de-duplicate by (topic, partition, offset).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from framestream import endpoints as endpoints_mod
 from framestream.config import KafkaSettings
 from framestream.limits import FrameLimits
 from framestream.paths import state_dir
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -35,19 +34,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@settings_section("stream")
-@dataclass(frozen=True)
-class StreamSettings:
-    checkpoint: str = field(default_factory=lambda: str(state_dir() / "checkpoints" / "stream"))
-    starting_offsets: str = "earliest"   # earliest | latest | Spark's JSON of offsets per partition
-    max_offsets_per_trigger: int = field(default=20000, metadata=check(lambda v: v >= 0,
-                                                                       "0 (no limit) or more"))
-    trigger_s: float = field(default=0.5, metadata=check(lambda v: v >= 0, ">= 0"))
-    topk: int = field(default=3, metadata=check(lambda v: 1 <= v <= 100, "1..100"))
-    endpoints_file: str = field(default_factory=lambda: str(state_dir() / "endpoints.json"))
-    registry: str = ""                   # "" = the registry's own default root
-    version: str = ""                    # serve this version, not the registry's promoted one
-    endpoints_timeout_s: float = field(default=120.0, metadata=check(lambda v: v > 0, "> 0"))
+class StreamSettings(Section):
+    """The streaming query: where it reads from, where it keeps its state, which ranks."""
+
+    model_config = section("stream")
+
+    checkpoint: str = setting(doc="checkpoint location (offsets, pinned model versions)",
+                              factory=lambda: str(state_dir() / "checkpoints" / "stream"),
+                              shown="<state>/checkpoints/stream")
+    starting_offsets: str = setting("earliest", "where a new query starts: earliest, latest or "
+                                                "Spark's JSON of offsets per partition")
+    max_offsets_per_trigger: int = setting(20000, "frames per micro-batch at most (0 = no limit)",
+                                           ok=lambda v: v >= 0, expected="0 (no limit) or more")
+    trigger_s: float = setting(0.5, "seconds between micro-batches", ok=lambda v: v >= 0,
+                               expected=">= 0")
+    topk: int = setting(3, "classes (with scores) in each prediction",
+                        ok=lambda v: 1 <= v <= 100, expected="1..100")
+    endpoints_file: str = setting(doc="the ranks' endpoint file",
+                                  factory=lambda: str(state_dir() / "endpoints.json"),
+                                  shown="<state>/endpoints.json")
+    registry: str = setting("", "model registry root (empty = FRAMESTREAM_REGISTRY_ROOT)")
+    version: str = setting("", "serve this version, not the registry's promoted one")
+    endpoints_timeout_s: float = setting(120.0, "seconds to wait for the ranks' endpoints",
+                                         ok=lambda v: v > 0, expected="> 0")
 
 
 @dataclass
@@ -140,7 +149,7 @@ class ClassifyBatches:
                                          setting="FRAMESTREAM_STREAM_ENDPOINTS_TIMEOUT_S")
         ctx = BatchContext(batch_id, version, self.spec_of(version).to_dict(), current.to_json(),
                            self.s.endpoints_file, self.kafka.predictions_topic, self.kafka.dlq_topic,
-                           self.s.topk, self.limits, dataclasses.asdict(self.client),
+                           self.s.topk, self.limits, self.client.model_dump(),
                            self.max_record_bytes)
         sc = df.sparkSession.sparkContext
         counts = (sc.accumulator(0), sc.accumulator(0))  # for the log; a retried task adds twice

@@ -1,16 +1,17 @@
-"""The table of framestream settings, one frozen dataclass per subsystem.
+"""The Kafka settings every role shares (cluster, topics, security) and the embedded broker's.
 
 Each field is overridable by ``FRAMESTREAM_<SECTION>_<FIELD>`` (see :mod:`framestream.settings`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import model_validator
+
 from framestream.errors import ConfigError
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 
 
 def _hostport(value: str) -> bool:
@@ -29,42 +30,47 @@ _SASL_MODULES = {"PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModu
                  "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule"}
 
 
-@settings_section("kafka")
-@dataclass(frozen=True)
-class KafkaSettings:
+class KafkaSettings(Section):
     """Kafka cluster and topic names. ``bootstrap`` is a comma list of host:port."""
 
-    bootstrap: str = field(default="127.0.0.1:9092",
-                           metadata=check(_hostport, "host:port[,host:port...]"))
-    partitions: int = field(default=4, metadata=check(lambda v: 1 <= v <= 1024, "1..1024"))
-    frames_topic: str = "frames"
-    predictions_topic: str = "predictions"
-    dlq_topic: str = "frames.dlq"
-    labels_topic: str = "labels"
-    request_timeout_s: float = field(default=30.0, metadata=check(lambda v: v > 0, "> 0"))
-    # The largest record the stream's sink writes (Kafka's max.request.size): 0 = the largest
-    # legal frame (FRAMESTREAM_LIMITS_MAX_BYTES) + SINK_HEADROOM_BYTES. Dead letters are cut to
-    # fit it; `predictions` and `frames.dlq` must allow it (max.message.bytes), checked at start.
-    max_request_bytes: int = field(default=0, metadata=check(
-        lambda v: v == 0 or v >= 2 * SINK_HEADROOM_BYTES,
-        f"0 (derived from FRAMESTREAM_LIMITS_MAX_BYTES) or >= {2 * SINK_HEADROOM_BYTES}"))
+    model_config = section("kafka")
+
+    bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers (comma list of host:port)",
+                             ok=_hostport, expected="host:port[,host:port...]")
+    partitions: int = setting(4, "partitions of the topics framestream creates",
+                              ok=lambda v: 1 <= v <= 1024, expected="1..1024")
+    frames_topic: str = setting("frames", "topic of encoded frames (key = source id)")
+    predictions_topic: str = setting("predictions", "topic of JSON predictions")
+    dlq_topic: str = setting("frames.dlq", "dead-letter topic: frames that could not be "
+                                           "classified, with the reason")
+    labels_topic: str = setting("labels", "topic of labeled frames for retraining")
+    request_timeout_s: float = setting(30.0, "seconds a Kafka client waits for the broker",
+                                       ok=lambda v: v > 0, expected="> 0")
+    max_request_bytes: int = setting(
+        0, "largest record the stream's sink writes (Kafka's max.request.size); 0 = "
+           "FRAMESTREAM_LIMITS_MAX_BYTES + 64 KiB. Dead letters are cut to fit it",
+        ok=lambda v: v == 0 or v >= 2 * SINK_HEADROOM_BYTES,
+        expected=f"0 (derived from FRAMESTREAM_LIMITS_MAX_BYTES) or >= {2 * SINK_HEADROOM_BYTES}")
     # Security, passed to every Kafka client framestream makes: Spark's source and sink (Java
     # kafka-clients) and the producer (kafka-python). See security_options / java_options.
-    security_protocol: str = field(default="PLAINTEXT", metadata=check(
-        lambda v: v in _PROTOCOLS, " | ".join(_PROTOCOLS)))
-    sasl_mechanism: str = field(default="", metadata=check(
-        lambda v: v in ("", *_SASL_MODULES), "empty or " + " | ".join(_SASL_MODULES)))
-    sasl_username: str = ""
-    sasl_password: str = field(default="", repr=False)  # or sasl_password_file
-    sasl_password_file: str = ""
-    ssl_cafile: str = ""                 # PEM bundle of CAs that sign the brokers' certificates
-    ssl_keystore: str = ""               # PEM file with this client's key + certificate (mTLS)
-    ssl_check_hostname: bool = True
+    security_protocol: str = setting("PLAINTEXT", "Kafka security.protocol of every client",
+                                     ok=lambda v: v in _PROTOCOLS, expected=" | ".join(_PROTOCOLS))
+    sasl_mechanism: str = setting("", "SASL mechanism (with a SASL_* protocol)",
+                                  ok=lambda v: v in ("", *_SASL_MODULES),
+                                  expected="empty or " + " | ".join(_SASL_MODULES))
+    sasl_username: str = setting("", "SASL user name")
+    sasl_password: str = setting("", "SASL password (or FRAMESTREAM_KAFKA_SASL_PASSWORD_FILE)",
+                                 secret=True)
+    sasl_password_file: str = setting("", "file holding the SASL password")
+    ssl_cafile: str = setting("", "PEM bundle of the CAs that sign the brokers' certificates")
+    ssl_keystore: str = setting("", "PEM file with this client's key and certificate (mTLS)")
+    ssl_check_hostname: bool = setting(True, "check the brokers' certificate host names")
 
     def topics(self) -> tuple[str, ...]:
         return (self.frames_topic, self.predictions_topic, self.dlq_topic, self.labels_topic)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _security_complete(self) -> "KafkaSettings":
         sasl = self.security_protocol.startswith("SASL_")
         if sasl and not (self.sasl_mechanism and self.sasl_username
                          and (self.sasl_password or self.sasl_password_file)):
@@ -76,6 +82,7 @@ class KafkaSettings:
             path = getattr(self, name)
             if path and not Path(path).expanduser().is_file():
                 raise ConfigError(f"FRAMESTREAM_KAFKA_{name.upper()}", path, "a readable file")
+        return self
 
     def _password(self) -> str:
         if self.sasl_password_file:
@@ -131,18 +138,23 @@ class KafkaSettings:
                 **{f"kafka.{k}": v for k, v in self.java_options().items()}}
 
 
-@settings_section("broker")
-@dataclass(frozen=True)
-class BrokerSettings:
+class BrokerSettings(Section):
     """The embedded single-node KRaft broker that `make up` and the test fixtures run."""
 
-    host: str = "127.0.0.1"
-    port: int = field(default=9092, metadata=check(lambda v: 0 < v < 65536, "a TCP port"))
-    controller_port: int = field(default=9093, metadata=check(lambda v: 0 < v < 65536, "a TCP port"))
-    heap: str = field(default="512m", metadata=check(lambda v: v[:-1].isdigit() and v[-1] in "mg",
-                                                      "a JVM heap size such as 512m or 1g"))
-    start_timeout_s: float = field(default=90.0, metadata=check(lambda v: v > 0, "> 0"))
-    stop_timeout_s: float = field(default=30.0, metadata=check(lambda v: v > 0, "> 0"))
+    model_config = section("broker")
+
+    host: str = setting("127.0.0.1", "address the embedded broker listens on")
+    port: int = setting(9092, "the embedded broker's client port",
+                        ok=lambda v: 0 < v < 65536, expected="a TCP port")
+    controller_port: int = setting(9093, "the embedded broker's KRaft controller port",
+                                   ok=lambda v: 0 < v < 65536, expected="a TCP port")
+    heap: str = setting("512m", "the embedded broker's JVM heap (-Xmx)",
+                        ok=lambda v: v[:-1].isdigit() and v[-1] in "mg",
+                        expected="a JVM heap size such as 512m or 1g")
+    start_timeout_s: float = setting(90.0, "seconds to wait for the embedded broker to answer",
+                                     ok=lambda v: v > 0, expected="> 0")
+    stop_timeout_s: float = setting(30.0, "seconds to wait for the embedded broker to stop",
+                                    ok=lambda v: v > 0, expected="> 0")
 
     @property
     def bootstrap(self) -> str:

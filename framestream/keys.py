@@ -24,6 +24,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from framestream.exits import NOT_DONE, OK, entry_point
+
 SERVER = "server"
 _BANNER = ("#   ****  Generated on {at} by framestream.keys  ****\n"
            "#   ZeroMQ CURVE {kind} Certificate\n{note}\n")
@@ -102,6 +104,7 @@ def settings_lines(folder: Path) -> list[str]:
     return lines
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m framestream.keys", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             add_client(args.dir, args.name)
         elif args.cmd == "revoke":
             revoke(args.dir, args.name)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # a refused key operation, whatever its cause
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return NOT_DONE
     print("\n".join(settings_lines(args.dir)))
-    return 0
+    return OK
 
 
 if __name__ == "__main__":

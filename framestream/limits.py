@@ -11,11 +11,11 @@ Every limit is a setting ``FRAMESTREAM_LIMITS_<NAME>``::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import field_validator
 
 from framestream.errors import FramestreamError
 from framestream.records import DEFAULT_MAX_FRAME_BYTES, Reason
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 
 #: Raster formats the ETL can be told to accept (Pillow format names). Formats that run external
 #: programs (EPS runs Ghostscript) or that are not camera images are not on the list on purpose.
@@ -40,9 +40,7 @@ def _formats_ok(value: tuple[str, ...]) -> bool:
     return bool(value) and all(f in KNOWN_FORMATS for f in value)
 
 
-@settings_section("limits")
-@dataclass(frozen=True)
-class FrameLimits:
+class FrameLimits(Section):
     """Bounds on one encoded frame. All size checks run on the *declared* size, before decoding,
     so a frame costs bounded time and memory whatever its header claims (decompression bombs).
 
@@ -51,21 +49,28 @@ class FrameLimits:
     so no frame can hold an executor; 0 turns the clock off.
     """
 
-    max_bytes: int = field(default=DEFAULT_MAX_FRAME_BYTES, metadata=check(lambda v: v >= 1, ">= 1"))
-    max_pixels: int = field(default=40_000_000, metadata=check(lambda v: v >= 1, ">= 1"))
-    max_side: int = field(default=16384, metadata=check(lambda v: 1 <= v <= 65535, "1..65535"))
-    max_aspect: float = field(default=50.0, metadata=check(lambda v: v >= 1.0, ">= 1.0"))
-    formats: tuple[str, ...] = field(
-        default=DEFAULT_FORMATS,
-        metadata=check(_formats_ok, f"a non-empty comma list out of {','.join(KNOWN_FORMATS)}"))
-    decode_timeout_s: float = field(default=10.0, metadata=check(lambda v: 0 <= v <= 3600,
-                                                                 "0 (off) .. 3600 seconds"))
+    model_config = section("limits")
 
-    def __post_init__(self) -> None:
+    max_bytes: int = setting(DEFAULT_MAX_FRAME_BYTES, "largest encoded frame accepted, in bytes",
+                             ok=lambda v: v >= 1, expected=">= 1")
+    max_pixels: int = setting(40_000_000, "most pixels a frame may declare (memory: ~4 bytes each)",
+                              ok=lambda v: v >= 1, expected=">= 1")
+    max_side: int = setting(16384, "longest side a frame may declare, in pixels",
+                            ok=lambda v: 1 <= v <= 65535, expected="1..65535")
+    max_aspect: float = setting(50.0, "largest aspect ratio (long side / short side) accepted",
+                                ok=lambda v: v >= 1.0, expected=">= 1.0")
+    formats: tuple[str, ...] = setting(
+        DEFAULT_FORMATS, "image formats accepted (comma list of Pillow format names)",
+        ok=_formats_ok, expected=f"a non-empty comma list out of {','.join(KNOWN_FORMATS)}")
+    decode_timeout_s: float = setting(10.0, "seconds one frame may take to decode (0 = no limit)",
+                                      ok=lambda v: 0 <= v <= 3600,
+                                      expected="0 (off) .. 3600 seconds")
+
+    @field_validator("formats", mode="after")
+    @classmethod
+    def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         # Accept "jpeg, png" from the environment or a CLI: Pillow's names are upper case.
-        if isinstance(self.formats, (tuple, list)) and all(isinstance(f, str)
-                                                           for f in self.formats):
-            object.__setattr__(self, "formats", tuple(f.strip().upper() for f in self.formats))
+        return tuple(f.strip().upper() if isinstance(f, str) else f for f in value)
 
     def check_declared(self, width: int, height: int) -> None:
         """Raise :class:`FrameRejected` if a frame declaring ``width`` x ``height`` is out of

@@ -19,13 +19,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from framestream.errors import ServiceError
 from framestream.frames import CORRUPT_HEADER, EXPECT_HEADER, Frame, encode_image
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +34,23 @@ _SUFFIX_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "web
                    ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff"}
 
 
-@settings_section("producer")
-@dataclass(frozen=True)
-class ProducerSettings:
+class ProducerSettings(Section):
     """``FRAMESTREAM_PRODUCER_*``; ``python -m jobs.produce`` flags override them."""
 
-    rate: float = field(default=0.0, metadata=check(lambda v: v >= 0, ">= 0 (0 = unpaced)"))
-    sources: int = field(default=4, metadata=check(lambda v: v >= 1, ">= 1"))
-    format: str = field(default="png", metadata=check(
-        lambda v: v in ("png", "jpeg", "webp", "bmp"), "png, jpeg, webp or bmp"))
-    quality: int = field(default=90, metadata=check(lambda v: 1 <= v <= 100, "1..100"))
-    linger_ms: int = field(default=5, metadata=check(lambda v: 0 <= v <= 10_000, "0..10000"))
-    deadline_s: float = field(default=30.0, metadata=check(lambda v: v > 0, "> 0"))
+    model_config = section("producer")
+
+    rate: float = setting(0.0, "frames per second to publish (0 = as fast as possible)",
+                          ok=lambda v: v >= 0, expected=">= 0 (0 = unpaced)")
+    sources: int = setting(4, "cameras simulated: frames are keyed cam-0 .. cam-(K-1)",
+                           ok=lambda v: v >= 1, expected=">= 1")
+    format: str = setting("png", "encoding of generated frames",
+                          ok=lambda v: v in ("png", "jpeg", "webp", "bmp"),
+                          expected="png, jpeg, webp or bmp")
+    quality: int = setting(90, "jpeg/webp quality", ok=lambda v: 1 <= v <= 100, expected="1..100")
+    linger_ms: int = setting(5, "Kafka producer linger.ms (batching delay)",
+                             ok=lambda v: 0 <= v <= 10_000, expected="0..10000")
+    deadline_s: float = setting(30.0, "seconds to keep retrying a lost broker before giving up",
+                                ok=lambda v: v > 0, expected="> 0")
 
 
 @dataclass(frozen=True)

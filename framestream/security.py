@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framestream.errors import ConfigError
-from framestream.settings import env_name, settings_section
+from framestream.settings import Section, env_name, section, setting
 
 if TYPE_CHECKING:
     import zmq
@@ -80,15 +80,16 @@ def is_loopback(host: str) -> bool:
 # key files
 
 
-@settings_section("keys")
-@dataclass(frozen=True)
-class KeySettings:
+class KeySettings(Section):
     """How key files are checked when they are loaded."""
+
+    model_config = section("keys")
 
     # A secret certificate that other users can read (or write) is refused unless this is set:
     # e.g. a shared group that holds the ranks' secret on purpose. Never needed for the files
     # `python -m framestream.keys` writes (0600).
-    allow_readable_secrets: bool = False
+    allow_readable_secrets: bool = setting(
+        False, "accept a ZeroMQ secret certificate that other users can read (a shared group)")
 
 
 ALLOW_READABLE = env_name("keys", "allow_readable_secrets")

@@ -31,6 +31,8 @@ MAX_MESSAGE_BYTES = "max.message.bytes"
 class TopicsNotReady(ServiceError):
     """An output topic is missing, leaderless or too small for the records the sink writes."""
 
+    exit_status = 2  # usage: the topics the settings name are not there as they must be
+
 
 def topic_configs(request_bytes: int) -> dict[str, str]:
     """Topic configs under which every record of at most ``request_bytes`` is accepted."""

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from framestream.config import KafkaSettings
+from framestream.exits import entry_point
 from framestream.logs import setup_logging
 from framestream.paths import REPO, state_dir
 
@@ -76,6 +77,7 @@ def stack(cmd: str, timeout: float = 600.0) -> int:
         return 1
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

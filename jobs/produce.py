@@ -5,7 +5,8 @@
     python -m jobs.produce --folder ./snapshots --topic frames
 
 Flags override ``FRAMESTREAM_KAFKA_*`` / ``FRAMESTREAM_PRODUCER_*`` settings. The topic is created
-when missing. Prints one summary line; exits 1 when any frame was not acknowledged.
+when missing. Prints one summary line; exits 1 when any frame was not acknowledged,
+3 when no broker answers (see the exit-code table in the README).
 ``--corrupt K`` mixes in K broken frames from ``framestream/hostile.py`` (a chaos option for
 checking the DLQ), each labelled with ``fs-corrupt`` and the
 DLQ reason it must get in ``fs-expect``.
@@ -19,7 +20,9 @@ import sys
 from pathlib import Path
 
 from framestream.config import KafkaSettings
-from framestream.errors import FramestreamError, ServiceError
+from framestream.errors import ServiceError
+from framestream.exits import NOT_DONE, OK, SERVICE, entry_point
+from framestream.flags import add_settings, from_args
 from framestream.logs import setup_logging
 from framestream.producer import (ProducerSettings, fashion_frames, folder_frames, mix_in,
                                   publish_frames, run_id)
@@ -36,18 +39,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="Fashion-MNIST split to publish (default test)")
     p.add_argument("--count", type=int, default=None,
                    help="frames to publish (default: the whole split / folder; cycles beyond)")
-    p.add_argument("--format", choices=("png", "jpeg", "webp", "bmp"), default=None,
-                   help="encoding of Fashion-MNIST frames (default png: lossless)")
-    p.add_argument("--quality", type=int, default=None, help="jpeg/webp quality (default 90)")
-    p.add_argument("--sources", type=int, default=None, help="cameras: key cam-{i %% K}")
-    p.add_argument("--rate", type=float, default=None, help="frames/s, 0 = as fast as possible")
-    p.add_argument("--topic", default=None, help="default FRAMESTREAM_KAFKA_FRAMES_TOPIC")
-    p.add_argument("--bootstrap", default=None, help="default FRAMESTREAM_KAFKA_BOOTSTRAP")
+    add_settings(p, ProducerSettings, "format", "quality", "sources", "rate", "deadline_s",
+                 aliases={"deadline_s": "--deadline"})
+    add_settings(p, KafkaSettings, "frames_topic", "bootstrap", aliases={"frames_topic": "--topic"})
     p.add_argument("--corrupt", type=int, default=0, metavar="K",
                    help="also publish K hostile frames, labelled with the DLQ reason they need")
     p.add_argument("--seed", type=int, default=0, help="where the corrupt frames go")
-    p.add_argument("--deadline", type=float, default=None,
-                   help="seconds to keep retrying a lost broker (FRAMESTREAM_PRODUCER_DEADLINE_S)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.count is not None and args.count < 0:
@@ -63,13 +60,13 @@ def _corrupt_frames(k: int, seed: int) -> list[tuple[str, bytes, str]]:
     return [(h.kind, h.data, h.expect.value) for h in hostile_mix(k, seed) if h.expect]
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_args(argv)
     try:
-        kafka = KafkaSettings.load(bootstrap=args.bootstrap, frames_topic=args.topic)
-        settings = ProducerSettings.load(rate=args.rate, sources=args.sources, format=args.format,
-                                         quality=args.quality, deadline_s=args.deadline)
+        kafka = from_args(args, KafkaSettings)
+        settings = from_args(args, ProducerSettings)
         from framestream.kafka_admin import broker_answers, ensure_topics
 
         wait = min(kafka.request_timeout_s, settings.deadline_s)
@@ -102,19 +99,15 @@ def main(argv: list[str] | None = None) -> int:
             summary = publish_frames(kafka.bootstrap, kafka.frames_topic, frames, settings.rate,
                                      progress=bar.update, settings=settings,
                                      security=kafka.security_options())
-    except (FramestreamError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 1
     except Exception as exc:  # kafka-python errors not turned into ours: say what, not a trace
         from kafka.errors import KafkaError
 
         if not isinstance(exc, KafkaError):
             raise
-        log.error("Kafka at %s: %s: %s", args.bootstrap or "default bootstrap",
-                  type(exc).__name__, exc)
-        return 1
+        log.error("Kafka at %s: %s: %s", kafka.bootstrap, type(exc).__name__, exc)
+        return SERVICE
     print(summary.line())
-    return 0 if summary.failed == 0 else 1
+    return OK if summary.failed == 0 else NOT_DONE
 
 
 if __name__ == "__main__":

@@ -23,30 +23,34 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 from croniter import croniter
 
-from framestream.errors import ConfigError
+from framestream.exits import NOT_DONE, OK, entry_point
+from framestream.flags import add_settings, from_args
 from framestream.paths import state_dir
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 
 log = logging.getLogger(__name__)
 
 
-@settings_section("cron")
-@dataclass(frozen=True)
-class CronSettings:
+class CronSettings(Section):
     """Scheduled retraining. ``FRAMESTREAM_CRON_<NAME>``; CLI flags win."""
 
-    schedule: str = field(default="0 3 * * *", metadata=check(croniter.is_valid,
-                                                              "a 5-field cron expression"))
-    ranks: int = field(default=2, metadata=check(lambda v: 1 <= v <= 4096, "1..4096"))
-    state_dir: Path = field(default_factory=lambda: state_dir() / "retrain")
-    job_timeout_s: float = field(default=3600.0, metadata=check(lambda v: v > 0, "> 0 seconds"))
+    model_config = section("cron")
+
+    schedule: str = setting("0 3 * * *", "when retraining runs (5-field cron expression)",
+                            ok=croniter.is_valid, expected="a 5-field cron expression")
+    ranks: int = setting(2, "ranks of each retraining run", ok=lambda v: 1 <= v <= 4096,
+                         expected="1..4096")
+    state_dir: Path = setting(doc="the scheduler's lock and runs log",
+                              factory=lambda: state_dir() / "retrain", shown="<state>/retrain")
+    job_timeout_s: float = setting(3600.0, "seconds one retraining run may take",
+                                   ok=lambda v: v > 0, expected="> 0 seconds")
 
 
 @dataclass(frozen=True)
@@ -215,34 +219,28 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     from framestream.logs import setup_logging
 
     own, retrain_args = _split(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="python -m jobs.retrain_cron",
                                 usage="%(prog)s [--schedule EXPR | --once] [options] -- <retrain args>")
-    p.add_argument("--schedule", help='cron expression, e.g. "0 3 * * *" (local time)')
+    add_settings(p, CronSettings, "schedule", "ranks", "state_dir", "job_timeout_s",
+                 aliases={"job_timeout_s": "--timeout"})
     p.add_argument("--once", action="store_true", help="trigger now instead (for a crontab line)")
-    p.add_argument("--ranks", type=int, help="MPI ranks of each run (default 2)")
     p.add_argument("--max-runs", type=int, help="stop after K triggers (runs or skips)")
-    p.add_argument("--state-dir", type=Path, help="lock file and runs.jsonl (default <state>/retrain)")
-    p.add_argument("--timeout", dest="job_timeout_s", type=float, help="seconds one run may take")
     a = p.parse_args(own)
     setup_logging()
-    try:
-        s = CronSettings.load(schedule=a.schedule, ranks=a.ranks, state_dir=a.state_dir,
-                              job_timeout_s=a.job_timeout_s)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    s = from_args(a, CronSettings)
     sched = RetrainScheduler(s.schedule, MpirunRetrain(s.ranks, retrain_args, s.job_timeout_s),
                              s.state_dir)
     if a.once:
         entry = sched.trigger()
         print(json.dumps(entry), flush=True)
-        return 0 if entry["status"] in ("ok", "skipped") else 1
+        return OK if entry["status"] in ("ok", "skipped") else NOT_DONE
     records = sched.run(a.max_runs)
-    return 0 if all(r["status"] in ("ok", "skipped") for r in records) else 1
+    return OK if all(r["status"] in ("ok", "skipped") for r in records) else NOT_DONE
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # spark-submit 
 from etl.client import ClientSettings  # noqa: E402
 from etl.feed import feed, offset_range  # noqa: E402
 from framestream.config import KafkaSettings  # noqa: E402
-from framestream.errors import FramestreamError  # noqa: E402
+from framestream.exits import OK, entry_point  # noqa: E402
+from framestream.flags import add_settings, from_args  # noqa: E402
 from framestream.logs import setup_logging  # noqa: E402
 from framestream.paths import state_dir  # noqa: E402
 
@@ -62,7 +62,7 @@ def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_di
         spark = spark_session()
         counts = feed(spark, bootstrap, topic, offsets, published, str(ep_file),
                       DEFAULT_SPECS["fashion_cnn"].to_dict(), client or ClientSettings.load(),
-                      asdict(FrameLimits.load()), control_token=token)
+                      FrameLimits.load().model_dump(), control_token=token)
         try:
             code = proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -79,29 +79,25 @@ def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_di
     return result
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spark-submit jobs/retrain_kafka.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ranks", type=int, default=2, help="training ranks (mpirun -n)")
-    p.add_argument("--bootstrap", help="Kafka bootstrap servers")
-    p.add_argument("--topic", help="labeled frames topic (default: FRAMESTREAM_KAFKA_LABELS_TOPIC)")
+    add_settings(p, KafkaSettings, "bootstrap", "labels_topic", aliases={"labels_topic": "--topic"})
     p.add_argument("--work-dir", type=Path, help="logs and the ranks' endpoint file")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole run")
     p.add_argument("retrain_args", nargs=argparse.REMAINDER,
                    help="after --: flags for jobs/retrain.py (--epochs, --registry, ...)")
     a = p.parse_args(argv)
     setup_logging(None)
-    kafka = KafkaSettings.load(bootstrap=a.bootstrap, labels_topic=a.topic)
+    kafka = from_args(a, KafkaSettings)
     work = a.work_dir or state_dir() / "retrain-kafka" / time.strftime("%Y%m%d-%H%M%S")
     extra = [x for x in a.retrain_args if x != "--"]
-    try:
-        result = run(a.ranks, extra, kafka.bootstrap, kafka.labels_topic, str(work),
-                     timeout_s=a.timeout)
-    except FramestreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    result = run(a.ranks, extra, kafka.bootstrap, kafka.labels_topic, str(work),
+                 timeout_s=a.timeout)
     print(json.dumps(result), flush=True)
-    return 0
+    return OK
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ def start_serving_gang(job: "StreamJob", cancel: threading.Event) -> tuple[Any, 
     """Reserve ``job.ranks`` bundles on Ray (FRAMESTREAM_RAY_ADDRESS, FRAMESTREAM_LAUNCHER_*),
     start the serving ranks on them and wait until they publish; returns (launcher, gang).
     ``cancel`` (a signal) also ends a reservation still waiting for its gang."""
+    from etl.stream import StreamSettings
     from launcher.api import Launcher
     from launcher.settings import LauncherSettings
 
@@ -35,7 +36,8 @@ def start_serving_gang(job: "StreamJob", cancel: threading.Event) -> tuple[Any, 
     try:
         launcher.acquire()
         gang = launcher.serve(args, Path(job.stream.endpoints_file), state_dir() / "logs",
-                              start_timeout_s=job.stream.endpoints_timeout_s)
+                              start_timeout_s=job.stream.endpoints_timeout_s,
+                              start_timeout_setting=StreamSettings.env("endpoints_timeout_s"))
     except BaseException:
         launcher.release()
         raise

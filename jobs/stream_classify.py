@@ -26,96 +26,78 @@ from etl.client import ClientSettings  # noqa: E402
 from etl.driver import StreamJob, check_attach  # noqa: E402
 from etl.stream import StreamSettings  # noqa: E402
 from framestream.config import KafkaSettings  # noqa: E402
-from framestream.errors import FramestreamError  # noqa: E402
+from framestream.exits import entry_point  # noqa: E402
+from framestream.flags import add_settings, as_argv, from_args, given  # noqa: E402
 from framestream.logs import setup_logging  # noqa: E402
 from jobs.serving import start_serving_gang  # noqa: E402
+from mpi_workers.serve import ServeSettings  # noqa: E402
 
 if TYPE_CHECKING:
     from status.settings import StatusSettings
 
 
 def parse(argv: list[str] | None) -> "tuple[StreamJob, StatusSettings | None]":
+    from status.settings import StatusSettings
+
     p = argparse.ArgumentParser(prog="spark-submit jobs/stream_classify.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ranks", type=int, default=0, help="launch N ranks (mpirun) and supervise")
-    p.add_argument("--endpoints", help="the ranks' endpoint file: attach to it, or with --ranks "
-                                       "where the launched ranks publish")
-    p.add_argument("--registry", help="model registry root")
-    p.add_argument("--version", help="serve this model version instead of the promoted one")
-    p.add_argument("--bootstrap", help="Kafka bootstrap servers")
-    p.add_argument("--topic", help="frames topic")
-    p.add_argument("--predictions-topic")
-    p.add_argument("--dlq-topic")
-    p.add_argument("--starting-offsets", help="earliest | latest | Spark offsets JSON")
-    p.add_argument("--max-offsets-per-trigger", type=int)
-    p.add_argument("--checkpoint", help="checkpoint location (offsets, pinned model versions)")
-    p.add_argument("--trigger-interval", type=float, help="seconds between micro-batches")
+    add_settings(p, StreamSettings, "endpoints_file", "registry", "version", "starting_offsets",
+                 "max_offsets_per_trigger", "checkpoint", "trigger_s", "topk",
+                 aliases={"endpoints_file": "--endpoints", "trigger_s": "--trigger-interval"},
+                 helps={"endpoints_file": "the ranks' endpoint file: attach to it, or with "
+                                          "--ranks where the launched ranks publish"})
+    add_settings(p, KafkaSettings, "bootstrap", "frames_topic", "predictions_topic", "dlq_topic",
+                 aliases={"frames_topic": "--topic"})
+    add_settings(p, ClientSettings, "chunk_frames", "credits_per_rank", "request_timeout_s",
+                 aliases={"credits_per_rank": "--credits",
+                          "request_timeout_s": "--request-timeout"})
     p.add_argument("--available-now", action="store_true",
                    help="process what is on the topic now, then stop")
-    p.add_argument("--topk", type=int)
-    p.add_argument("--chunk-frames", type=int, help="frames per request to a rank")
-    p.add_argument("--credits", type=int, help="requests in flight per rank")
-    p.add_argument("--request-timeout", type=float, help="seconds before a request is re-sent")
-    p.add_argument("--max-batch", type=int, help="ranks: frames per forward pass at most")
-    p.add_argument("--rank-threads", type=int, help="ranks: torch threads each")
-    p.add_argument("--status-port", type=int, default=None,
-                   help="serve the live status page on this port (0 = any free; default off)")
-    p.add_argument("--status-host", help="status page bind address (default 127.0.0.1)")
-    p.add_argument("--status-allow-remote", action="store_true", default=None,
-                   help="allow a non-loopback --status-host (the page has no login)")
+    ranks = p.add_argument_group("the ranks launched with --ranks (python -m mpi_workers.serve)")
+    add_settings(ranks, ServeSettings, "max_batch", "threads", prefix="rank-",
+                 aliases={"max_batch": "--max-batch"})
+    page = p.add_argument_group("the live status page, served when --status-port is given")
+    add_settings(page, StatusSettings, "port", "host", "allow_remote", prefix="status-",
+                 helps={"port": "serve the live status page on this TCP port (0 = any free); "
+                                "the page is off unless this flag is given"})
     p.add_argument("--ready-file", default="", help="write a JSON line here once the query runs")
     p.add_argument("--log-level", default=None)
     a = p.parse_args(argv)
     setup_logging(a.log_level)
-    stream = StreamSettings.load(
-        checkpoint=a.checkpoint, starting_offsets=a.starting_offsets,
-        max_offsets_per_trigger=a.max_offsets_per_trigger, trigger_s=a.trigger_interval,
-        topk=a.topk, endpoints_file=a.endpoints, registry=a.registry, version=a.version)
-    if a.endpoints is None and a.ranks == 0:
-        raise FramestreamError("say where the ranks are: --ranks N to launch them, or "
-                               "--endpoints FILE to attach to running ones")
-    if a.endpoints and not a.ranks:
+    stream = from_args(a, StreamSettings)
+    if given(a, StreamSettings).get("endpoints_file") is None and a.ranks == 0:
+        p.error("say where the ranks are: --ranks N to launch them, or --endpoints FILE to attach "
+                "to running ones")
+    if "endpoints_file" in given(a, StreamSettings) and not a.ranks:
         check_attach(stream)
-    kafka = KafkaSettings.load(bootstrap=a.bootstrap, frames_topic=a.topic,
-                               predictions_topic=a.predictions_topic, dlq_topic=a.dlq_topic)
-    client = ClientSettings.load(chunk_frames=a.chunk_frames, credits_per_rank=a.credits,
-                                 request_timeout_s=a.request_timeout)
-    serve_args = []
-    if a.max_batch:
-        serve_args += ["--max-batch", str(a.max_batch)]
-    if a.rank_threads:
-        serve_args += ["--threads", str(a.rank_threads)]
+    kafka = from_args(a, KafkaSettings)
+    client = from_args(a, ClientSettings)
+    serve_args = as_argv(ServeSettings, given(a, ServeSettings))
     job = StreamJob(stream, kafka, client, a.ranks, serve_args, a.available_now, a.ready_file,
                     start_ranks=start_serving_gang)
     status = None
-    if a.status_port is not None:
-        from status.settings import StatusSettings
+    if "port" in given(a, StatusSettings):
+        from etl.pins import is_uri
 
-        status = StatusSettings.load(port=a.status_port, host=a.status_host,
-                                     allow_remote=a.status_allow_remote,
-                                     registry=Path(stream.registry) if stream.registry else None,
-                                     endpoints_file=Path(stream.endpoints_file),
-                                     checkpoint=Path(stream.checkpoint))
+        status = from_args(a, StatusSettings,
+                           registry=Path(stream.registry) if stream.registry else None,
+                           endpoints_file=Path(stream.endpoints_file),
+                           checkpoint=None if is_uri(stream.checkpoint) else Path(stream.checkpoint))
         status.check_bind()  # before anything starts
     return job, status
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    try:
-        job, status = parse(argv)
-        if status is None:
-            return job.run()
-        from status.server import StatusServer
+    job, status = parse(argv)
+    if status is None:
+        return job.run()
+    from status.server import StatusServer
 
-        with StatusServer(status, job.kafka) as server:  # in this process, in threads
-            print(f"status page: {server.url}", flush=True)
-            return job.run()
-    except FramestreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as exc:  # ConfigError names the setting; a taken status port
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with StatusServer(status, job.kafka) as server:  # in this process, in threads
+        print(f"status page: {server.url}", flush=True)
+        return job.run()
 
 
 if __name__ == "__main__":

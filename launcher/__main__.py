@@ -7,7 +7,8 @@
 
 Arguments after ``--`` go to the ranks' program. Flags override FRAMESTREAM_LAUNCHER_* and
 FRAMESTREAM_RAY_ADDRESS (see launcher/settings.py). Exit status: the job's for retrain/run;
-2 for a bad flag or setting; 3 when the gang cannot be reserved or the ranks give up.
+otherwise the README's exit-code table (framestream/exits.py): 2 for a bad flag or setting, 3 when
+the gang cannot be reserved or the ranks give up.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from framestream.errors import FramestreamError
+from framestream.exits import INTERRUPTED, OK, SERVICE, entry_point
+from framestream.flags import add_settings, from_args, given
+from launcher.ray_cluster import RaySettings
+from launcher.settings import LauncherSettings
 
 COMMON = ("ranks", "cpus_per_rank", "gpus_per_rank", "resources_per_rank", "strategy",
           "timeout_s", "retries", "restarts")
@@ -39,24 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("serve", "retrain", "run", "status"):
         sp = sub.add_parser(name)
-        sp.add_argument("--address", help="local | auto | host:port | ray://host:port "
-                                          "(FRAMESTREAM_RAY_ADDRESS, default local)")
+        add_settings(sp, RaySettings, "address")
         sp.add_argument("--log-level", default=None)
         if name == "status":
             sp.add_argument("--json", action="store_true", help="print the records as JSON")
             continue
         if name == "run":
             sp.add_argument("module", help="the ranks' program, run as python -m MODULE")
-        sp.add_argument("--ranks", type=int, help="ranks = bundles in the gang (default 2)")
-        sp.add_argument("--cpus-per-rank", type=float, help="logical CPUs per bundle (default 1)")
-        sp.add_argument("--gpus-per-rank", type=float, help="GPUs per bundle (default 0)")
-        sp.add_argument("--resource", dest="resources_per_rank",
-                        help="custom Ray resources per bundle: name=amount[,name=amount]")
-        sp.add_argument("--strategy", choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
-        sp.add_argument("--timeout", dest="timeout_s", type=float,
-                        help="seconds one reservation attempt waits (default 60)")
-        sp.add_argument("--retries", type=int, help="reservation attempts after the first (default 2)")
-        sp.add_argument("--restarts", type=int, help="relaunches of a failed gang (default 3)")
+        add_settings(sp, LauncherSettings, *COMMON,
+                     aliases={"resources_per_rank": "--resource", "timeout_s": "--timeout"})
         sp.add_argument("--name", help="gang name (default <command>-<random>)")
         if name == "serve":
             sp.add_argument("--endpoints", help="where rank 0 publishes (default <state>/endpoints.json)")
@@ -71,7 +66,7 @@ def _status(a: argparse.Namespace) -> int:
 
     records = read_all()
     cluster = None
-    address = a.address or next((r["ray_address"] for r in records
+    address = given(a, RaySettings).get("address") or next((r["ray_address"] for r in records
                                  if r.get("alive") and r.get("ray_address")), None)
     if address:
         cluster = _cluster(address)
@@ -79,14 +74,14 @@ def _status(a: argparse.Namespace) -> int:
         print(json.dumps({"cluster": cluster, "gangs": records}, indent=1, default=str))
     else:
         print(render(records, cluster))
-    return 0
+    return OK
 
 
 def _cluster(address: str) -> dict[str, Any]:
     import ray
     from ray.util import placement_group_table
 
-    from launcher.ray_cluster import RaySettings, connect
+    from launcher.ray_cluster import connect
     from launcher.reservation import user_resources
 
     info = connect(RaySettings(address=address if address != "local" else "auto"))
@@ -104,23 +99,18 @@ def _cluster(address: str) -> dict[str, Any]:
         ray.shutdown()
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     from framestream.logs import setup_logging
     from launcher.api import Launcher
-    from launcher.ray_cluster import RaySettings
-    from launcher.settings import LauncherSettings
 
     own, rest = _split(list(sys.argv[1:] if argv is None else argv))
     a = _parser().parse_args(own)
     setup_logging(a.log_level)
-    try:
-        if a.command == "status":
-            return _status(a)
-        settings = LauncherSettings.load(**{k: getattr(a, k) for k in COMMON})
-        ray_settings = RaySettings.load(address=a.address)
-    except ValueError as exc:  # ConfigError names the setting
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if a.command == "status":
+        return _status(a)
+    settings = from_args(a, LauncherSettings)
+    ray_settings = from_args(a, RaySettings)
     cancel = threading.Event()
 
     def on_term(signum: int, _frame: object) -> None:
@@ -145,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             return result.exit_code
     except KeyboardInterrupt:
         print("interrupted: gang released", file=sys.stderr)
-        return 130
-    except FramestreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return INTERRUPTED
 
 
 def _serve(launcher: Any, a: argparse.Namespace, serve_args: list[str],
@@ -163,8 +150,8 @@ def _serve(launcher: Any, a: argparse.Namespace, serve_args: list[str],
     while not cancel.wait(1.0):  # Ctrl-C / SIGTERM end the wait; the watcher does the work
         if gang.error is not None:
             print(f"error: {gang.error}", file=sys.stderr)
-            return 3
-    return 0
+            return SERVICE
+    return OK
 
 
 if __name__ == "__main__":

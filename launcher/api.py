@@ -128,6 +128,7 @@ class Launcher:
 
     def serve(self, serve_args: Sequence[str], endpoints_file: Path, log_dir: Path, *,
               start_timeout_s: float | None = None,
+              start_timeout_setting: str = "FRAMESTREAM_LAUNCHER_LAUNCH_TIMEOUT_S",
               policy: SupervisionPolicy | None = None) -> ServingGang:
         """Start ``mpi_workers.serve`` on the gang and supervise it (relaunch, new generation)."""
         s = self.settings
@@ -135,7 +136,8 @@ class Launcher:
                                              backoff_max_s=s.backoff_max_s, jitter=s.jitter)
         gang = ServingGang(s.ranks, serve_args, Path(endpoints_file), Path(log_dir), policy,
                            start_timeout_s=start_timeout_s or s.launch_timeout_s,
-                           launch=self.launch, on_change=self._serving_changed)
+                           launch=self.launch, on_change=self._serving_changed,
+                           start_timeout_setting=start_timeout_setting)
         self.serving = gang
         gang.start()
         self._serving_changed(gang)

@@ -27,6 +27,8 @@ class GangReservationTimeout(DeadlineExceeded):
 class RankFailed(FramestreamError):
     """An MPI job ended with a failure. Carries rank, host, pid, exit code and stderr tail."""
 
+    exit_status = 3  # an entry point ended by it: the ranks failed (framestream/exits.py)
+
     def __init__(self, exit_code: int, stderr_tail: str, rank: int | None = None,
                  host: str | None = None, pid: int | None = None) -> None:
         who = f"rank {rank}" if rank is not None else "an MPI rank"

@@ -52,9 +52,11 @@ class ServingGang:
     def __init__(self, ranks: int, serve_args: Sequence[str], endpoints_file: Path, log_dir: Path,
                  policy: SupervisionPolicy | None = None, start_timeout_s: float = 120.0,
                  hostfile: Path | None = None, launch: GangLaunch | None = None,
-                 on_change: Callable[["ServingGang"], None] | None = None) -> None:
+                 on_change: Callable[["ServingGang"], None] | None = None,
+                 start_timeout_setting: str = "FRAMESTREAM_LAUNCHER_LAUNCH_TIMEOUT_S") -> None:
         """``launch``: start the ranks on a Ray reservation (:mod:`launcher.api`) instead of on
-        this machine; ``on_change``: called after every launch, publication and failure."""
+        this machine; ``on_change``: called after every launch, publication and failure;
+        ``start_timeout_setting``: the setting a publication timeout names (the caller's)."""
         if launch is not None and launch.layout.ranks != ranks:
             raise ValueError(f"the reservation holds {launch.layout.ranks} ranks, not {ranks}")
         self.ranks = ranks
@@ -63,6 +65,7 @@ class ServingGang:
         self.log_dir = Path(log_dir)
         self.policy = policy or SupervisionPolicy()
         self.start_timeout_s = start_timeout_s
+        self.start_timeout_setting = start_timeout_setting
         self.hostfile = hostfile
         self.launch = launch
         self.on_change = on_change
@@ -123,7 +126,7 @@ class ServingGang:
                 kill_group(proc)  # type: ignore[arg-type]
                 raise DeadlineExceeded("the rank launcher", f"{self.ranks} ranks of generation "
                                        f"{generation} to publish endpoints", self.start_timeout_s,
-                                       "FRAMESTREAM_STREAM_ENDPOINTS_TIMEOUT_S",
+                                       self.start_timeout_setting,
                                        detail=self._tail(generation))
             self._stopped.wait(0.1)  # rank 0 writes a file: poll it, a stop ends the wait
 

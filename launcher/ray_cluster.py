@@ -17,25 +17,28 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from dataclasses import dataclass, field
 from typing import Any
 
 from framestream.errors import ServiceError
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 
 log = logging.getLogger(__name__)
 
 
-@settings_section("ray")
-@dataclass(frozen=True)
-class RaySettings:
-    address: str = field(default="local", metadata=check(
-        lambda v: v in ("local", "auto") or v.startswith(("ray://", "127.", "localhost")) or ":" in v,
-        "local, auto, ray://host:port or host:port"))
-    num_cpus: int = field(default=2, metadata=check(lambda v: v >= 1, ">= 1"))
-    num_gpus: int = field(default=-1, metadata=check(lambda v: v >= -1,
-                                                     "-1 (the GPUs Ray detects) or >= 0"))
-    dashboard: bool = False
+class RaySettings(Section):
+    """Which Ray cluster the launcher uses."""
+
+    model_config = section("ray")
+
+    address: str = setting(
+        "local", "Ray cluster: local (a private instance), auto, host:port or ray://host:port",
+        ok=lambda v: v in ("local", "auto") or v.startswith(("ray://", "127.", "localhost"))
+        or ":" in v, expected="local, auto, ray://host:port or host:port")
+    num_cpus: int = setting(2, "CPUs of a private local Ray instance",
+                            ok=lambda v: v >= 1, expected=">= 1")
+    num_gpus: int = setting(-1, "GPUs of a private local Ray instance (-1 = what Ray detects)",
+                            ok=lambda v: v >= -1, expected="-1 (the GPUs Ray detects) or >= 0")
+    dashboard: bool = setting(False, "start the Ray dashboard with a private instance")
 
 
 def connect(settings: RaySettings | None = None, **init_kwargs: Any) -> dict[str, Any]:

@@ -20,10 +20,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 from framestream.errors import ConfigError
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
@@ -44,28 +43,45 @@ def parse_resources(text: str, setting: str = "FRAMESTREAM_LAUNCHER_RESOURCES_PE
     return out
 
 
-@settings_section("launcher")
-@dataclass(frozen=True)
-class LauncherSettings:
-    ranks: int = field(default=2, metadata=check(lambda v: 1 <= v <= 4096, "1..4096"))
-    cpus_per_rank: float = field(default=1.0, metadata=check(lambda v: v > 0, "> 0"))
-    gpus_per_rank: float = field(default=0.0, metadata=check(lambda v: v >= 0, ">= 0"))
-    resources_per_rank: str = field(default="", metadata=check(
-        lambda v: parse_resources(v) is not None, "name=amount[,name=amount] with amounts > 0"))
-    strategy: str = field(default="PACK", metadata=check(lambda v: v in STRATEGIES,
-                                                         " | ".join(STRATEGIES)))
-    timeout_s: float = field(default=60.0, metadata=check(lambda v: v > 0, "> 0 seconds"))
-    retries: int = field(default=2, metadata=check(lambda v: 0 <= v <= 1000, "0..1000"))
-    backoff_s: float = field(default=2.0, metadata=check(lambda v: v >= 0, ">= 0 seconds"))
-    backoff_max_s: float = field(default=30.0, metadata=check(lambda v: v >= 0, ">= 0 seconds"))
-    jitter: float = field(default=0.2, metadata=check(lambda v: 0 <= v < 1, "0 <= jitter < 1"))
-    restarts: int = field(default=3, metadata=check(lambda v: 0 <= v <= 1000, "0..1000"))
-    holder_timeout_s: float = field(default=60.0, metadata=check(lambda v: v > 0, "> 0 seconds"))
-    launch_timeout_s: float = field(default=120.0, metadata=check(lambda v: v > 0, "> 0 seconds"))
-    rsh_timeout_s: float = field(default=120.0, metadata=check(lambda v: v > 0, "> 0 seconds"))
-    rsh_agent: str = field(default="ray", metadata=check(lambda v: bool(v.strip()),
-                                                         "ray, or a command such as ssh"))
-    mpi_if_include: str = ""
+class LauncherSettings(Section):
+    """A gang of ranks on Ray: its shape, the reservation's patience, supervision."""
+
+    model_config = section("launcher")
+
+    ranks: int = setting(2, "ranks in the gang", ok=lambda v: 1 <= v <= 4096, expected="1..4096")
+    cpus_per_rank: float = setting(1.0, "CPUs reserved per rank (Ray bundle)",
+                                   ok=lambda v: v > 0, expected="> 0")
+    gpus_per_rank: float = setting(0.0, "GPUs reserved per rank (Ray bundle)",
+                                   ok=lambda v: v >= 0, expected=">= 0")
+    resources_per_rank: str = setting(
+        "", "other Ray resources per rank: name=amount[,name=amount]",
+        ok=lambda v: parse_resources(v) is not None,
+        expected="name=amount[,name=amount] with amounts > 0")
+    strategy: str = setting("PACK", "Ray placement strategy of the gang",
+                            ok=lambda v: v in STRATEGIES, expected=" | ".join(STRATEGIES))
+    timeout_s: float = setting(60.0, "seconds to wait for the placement group per try",
+                               ok=lambda v: v > 0, expected="> 0 seconds")
+    retries: int = setting(2, "reservation retries after a timeout",
+                           ok=lambda v: 0 <= v <= 1000, expected="0..1000")
+    backoff_s: float = setting(2.0, "first backoff between retries and restarts (doubles, jittered)",
+                               ok=lambda v: v >= 0, expected=">= 0 seconds")
+    backoff_max_s: float = setting(30.0, "longest backoff", ok=lambda v: v >= 0,
+                                   expected=">= 0 seconds")
+    jitter: float = setting(0.2, "relative jitter of each backoff", ok=lambda v: 0 <= v < 1,
+                            expected="0 <= jitter < 1")
+    restarts: int = setting(3, "relaunches of a failed gang before giving up",
+                            ok=lambda v: 0 <= v <= 1000, expected="0..1000")
+    holder_timeout_s: float = setting(60.0, "seconds to wait for the actors that hold the "
+                                            "reservation to start",
+                                      ok=lambda v: v > 0, expected="> 0 seconds")
+    launch_timeout_s: float = setting(120.0, "seconds launched ranks have to publish endpoints",
+                                      ok=lambda v: v > 0, expected="> 0 seconds")
+    rsh_timeout_s: float = setting(120.0, "seconds mpirun's remote start may take per node",
+                                   ok=lambda v: v > 0, expected="> 0 seconds")
+    rsh_agent: str = setting("ray", "how mpirun reaches other nodes: ray, or a command such as ssh",
+                             ok=lambda v: bool(v.strip()), expected="ray, or a command such as ssh")
+    mpi_if_include: str = setting("", "network MPI's TCP traffic uses (btl/oob_tcp_if_include); "
+                                      "empty = the nodes' common subnet")
 
     def bundle(self) -> dict[str, float]:
         """One rank's bundle of Ray resources."""

@@ -14,6 +14,8 @@ class RegistryError(FramestreamError):
 class VersionNotFound(RegistryError, LookupError):
     """A version that the registry does not hold."""
 
+    exit_status = 2  # a name that does not exist: usage
+
     def __init__(self, version: str, root: Path, known: list[str]) -> None:
         shown = ", ".join(known[-5:]) or "none"
         super().__init__(f"no model version {version!r} in registry {root} (latest: {shown}); "

@@ -27,14 +27,14 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framestream.atomic import write_atomic
 from framestream.paths import state_dir
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 from models.errors import (BadServingFile, BadVersion, ChecksumMismatch, NothingToRollBack,
                            RegistryError, VersionNotFound)
 from models.spec import PreprocessSpec
@@ -51,13 +51,15 @@ DECISIONS_FILE = "decisions.jsonl"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
 
-@settings_section("registry")
-@dataclass(frozen=True)
-class RegistrySettings:
+class RegistrySettings(Section):
     """Where the registry lives and the default promotion margin."""
 
-    root: Path = field(default_factory=lambda: state_dir() / "registry")
-    margin: float = field(default=0.0, metadata=check(lambda v: -1.0 <= v <= 1.0, "-1.0..1.0"))
+    model_config = section("registry")
+
+    root: Path = setting(doc="the model registry's folder (a path every rank and the driver see)",
+                         factory=lambda: state_dir() / "registry", shown="<state>/registry")
+    margin: float = setting(0.0, "holdout accuracy a new version must beat the serving one by",
+                            ok=lambda v: -1.0 <= v <= 1.0, expected="-1.0..1.0")
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from framestream.exits import NOT_DONE, OK, entry_point
+from framestream.flags import add_settings, from_args
 from framestream.logs import setup_logging
-from models.errors import RegistryError
 from models.registry import Registry, RegistrySettings
 
 
@@ -29,45 +29,38 @@ def _table(reg: Registry) -> str:
     return "\n".join(lines + [f"(* = serving; root {reg.root})"])
 
 
+@entry_point
 def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.registry",
                                      description="List, inspect, promote and roll back model versions.")
-    parser.add_argument("--root", default=None,
-                        help="registry path (default FRAMESTREAM_REGISTRY_ROOT or <state>/registry)")
+    add_settings(parser, RegistrySettings, "root")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="every version, * marks the serving one")
     show = sub.add_parser("show", help="print a version's manifest as JSON")
     show.add_argument("version")
     promote = sub.add_parser("promote", help="serve a version if it passes the gate")
     promote.add_argument("version")
-    promote.add_argument("--margin", type=float, default=None,
-                         help="required gain over the serving version (default "
-                              "FRAMESTREAM_REGISTRY_MARGIN or 0)")
+    add_settings(promote, RegistrySettings, "margin")
     promote.add_argument("--force", action="store_true", help="skip the accuracy gate (never the checksum)")
     sub.add_parser("rollback", help="serve the previously served version again")
     args = parser.parse_args(argv)
     setup_logging("WARNING")
 
-    settings = RegistrySettings.load(root=args.root)
+    settings = from_args(args, RegistrySettings)
     reg = Registry(settings.root)
-    try:
-        if args.cmd == "list":
-            print(_table(reg))
-        elif args.cmd == "show":
-            m = reg.manifest(args.version)
-            print(json.dumps({**m.to_dict(), "serving": reg.serving() == m.version}, indent=2))
-        elif args.cmd == "promote":
-            margin = settings.margin if args.margin is None else args.margin
-            d = reg.promote(args.version, margin=margin, force=args.force)
-            print(json.dumps({"version": args.version, "promoted": d.promoted, "reason": d.reason,
-                              "serving": reg.serving()}))
-            return 0 if d.promoted else 1
-        elif args.cmd == "rollback":
-            print(json.dumps({"serving": reg.rollback()}))
-    except RegistryError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    if args.cmd == "list":
+        print(_table(reg))
+    elif args.cmd == "show":
+        m = reg.manifest(args.version)
+        print(json.dumps({**m.to_dict(), "serving": reg.serving() == m.version}, indent=2))
+    elif args.cmd == "promote":
+        d = reg.promote(args.version, margin=settings.margin, force=args.force)
+        print(json.dumps({"version": args.version, "promoted": d.promoted, "reason": d.reason,
+                          "serving": reg.serving()}))
+        return OK if d.promoted else NOT_DONE
+    elif args.cmd == "rollback":
+        print(json.dumps({"serving": reg.rollback()}))
+    return OK
 
 
 if __name__ == "__main__":

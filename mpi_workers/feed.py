@@ -75,7 +75,8 @@ class FeedReceiver:
         if len(y) and (y.min() < 0 or (classes and y.max() >= classes)):
             return f"labels must be in 0..{(classes or 0) - 1}, got {y.min()}..{y.max()}"
         if self.frames + len(y) > self.max_frames:
-            return f"this rank holds at most {self.max_frames} frames (FRAMESTREAM_FEED_MAX_FRAMES)"
+            return (f"this rank holds at most {self.max_frames} frames "
+                    f"(FRAMESTREAM_TRAIN_FEED_MAX_FRAMES)")
         return None
 
     def _refuse(self, ident: Any, msg_id: Any, code: str, detail: str) -> None:

@@ -22,12 +22,12 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from framestream.paths import state_dir
 from framestream.security import server_keys
-from framestream.settings import check, settings_section
+from framestream.flags import add_settings, from_args
+from framestream.settings import Section, section, setting
 from mpi_workers.dist import abort_on_error, local_rank, world
 from mpi_workers.rank_socket import (DEFAULT_RCVHWM, bind_router, control_token_from_env,
                                      publish_endpoints)
@@ -39,31 +39,44 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@settings_section("serve")
-@dataclass(frozen=True)
-class ServeSettings:
-    bind: str = "127.0.0.1"
-    port: int = field(default=0, metadata=check(lambda v: 0 <= v < 65536, "0 (any) or a TCP port"))
-    max_batch: int = field(default=256, metadata=check(lambda v: 1 <= v <= 65536, "1..65536"))
-    max_request_bytes: int = field(default=256 * 1024 * 1024, metadata=check(lambda v: v > 0, "> 0"))
+class ServeSettings(Section):
+    """A serving rank: its socket, its model runtime, its limits."""
+
+    model_config = section("serve")
+
+    bind: str = setting("127.0.0.1", "address each rank's ZeroMQ socket binds (a network address "
+                                     "needs CURVE keys or FRAMESTREAM_SERVE_INSECURE)")
+    port: int = setting(0, "rank 0's TCP port; rank k uses port + k (0 = any free)",
+                        ok=lambda v: 0 <= v < 65536, expected="0 (any) or a TCP port")
+    max_batch: int = setting(256, "frames per forward pass at most",
+                             ok=lambda v: 1 <= v <= 65536, expected="1..65536")
+    max_request_bytes: int = setting(256 * 1024 * 1024, "largest message a rank accepts, in bytes",
+                                     ok=lambda v: v > 0, expected="> 0")
     # messages queued per peer connection (ZMQ_RCVHWM): with max_request_bytes, a peer's memory
-    rcvhwm: int = field(default=DEFAULT_RCVHWM, metadata=check(lambda v: 1 <= v <= 100_000,
-                                                               "1..100000"))
-    metrics_port: int = field(default=0, metadata=check(lambda v: -1 <= v < 65536,
-                                                        "-1 (off), 0 (any) or a TCP port"))
-    endpoints_file: str = field(default_factory=lambda: str(state_dir() / "endpoints.json"))
-    registry: str = ""                  # "" = the registry's own default root
-    device: str = field(default="auto", metadata=check(
-        lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"))
-    threads: int = field(default=0, metadata=check(lambda v: v >= 0, "0 (auto) or >= 1"))
+    rcvhwm: int = setting(DEFAULT_RCVHWM, "messages queued per peer connection (ZMQ_RCVHWM)",
+                          ok=lambda v: 1 <= v <= 100_000, expected="1..100000")
+    metrics_port: int = setting(0, "Prometheus port of rank 0; rank k uses port + k "
+                                   "(0 = any free, -1 = off)", ok=lambda v: -1 <= v < 65536,
+                                expected="-1 (off), 0 (any) or a TCP port")
+    endpoints_file: str = setting(doc="where rank 0 publishes the ranks' endpoints",
+                                  factory=lambda: str(state_dir() / "endpoints.json"),
+                                  shown="<state>/endpoints.json")
+    registry: str = setting("", "model registry root (empty = FRAMESTREAM_REGISTRY_ROOT)")
+    device: str = setting("auto", "torch device of each rank: auto, cpu or cuda",
+                          ok=lambda v: v in ("auto", "cpu", "cuda"), expected="auto, cpu or cuda")
+    threads: int = setting(0, "torch threads per rank (0 = automatic)",
+                           ok=lambda v: v >= 0, expected="0 (auto) or >= 1")
     # what runs the model step (models/runtime.py): auto = ONNX Runtime on a CPU when it passes
     # the parity gate against eager torch, else eager torch
-    runtime: str = field(default="auto", metadata=check(
-        lambda v: v in ("auto", "eager", "onnxruntime"), "auto, eager or onnxruntime"))
-    refresh_s: float = field(default=0.5, metadata=check(lambda v: v > 0, "> 0"))
-    curve_secret: str = ""              # the ranks' secret certificate (enables CURVE)
-    curve_clients: str = ""             # folder of allowed client public certificates (*.key)
-    insecure: bool = False              # allow a non-loopback bind without CURVE
+    runtime: str = setting("auto", "what runs the model step: auto (ONNX Runtime on a CPU when it "
+                                   "passes the parity gate, else eager torch), eager, onnxruntime",
+                           ok=lambda v: v in ("auto", "eager", "onnxruntime"),
+                           expected="auto, eager or onnxruntime")
+    refresh_s: float = setting(0.5, "seconds between checks for a newly promoted version",
+                               ok=lambda v: v > 0, expected="> 0")
+    curve_secret: str = setting("", "the ranks' ZeroMQ CURVE secret certificate (enables CURVE)")
+    curve_clients: str = setting("", "folder of allowed client public certificates (*.key)")
+    insecure: bool = setting(False, "allow a non-loopback bind without CURVE")
 
 
 def _device(choice: str, local: int) -> str:
@@ -83,35 +96,15 @@ def _threads(setting: int, ranks_here: int) -> int:
 def parse_args(argv: list[str] | None) -> tuple[ServeSettings, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="mpirun -n N python -m mpi_workers.serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bind", help="address to bind (FRAMESTREAM_SERVE_BIND, default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="base port; rank r binds port+r (0 = any free port)")
-    p.add_argument("--max-batch", type=int, help="frames per forward pass at most (default 256)")
-    p.add_argument("--metrics-port", type=int, help="Prometheus base port; -1 off, 0 any")
-    p.add_argument("--endpoints-file", help="where rank 0 publishes the endpoint set")
-    p.add_argument("--registry", help="model registry root")
+    add_settings(p, ServeSettings, "bind", "port", "max_batch", "metrics_port", "endpoints_file",
+                 "registry", "device", "threads", "runtime", "curve_secret", "curve_clients",
+                 "insecure")
     p.add_argument("--version", help="serve this version instead of following the registry")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, help="torch threads per rank (0 = cores // local ranks)")
-    p.add_argument("--runtime", choices=("auto", "eager", "onnxruntime"),
-                   help="what runs the model step (FRAMESTREAM_SERVE_RUNTIME, default auto: ONNX "
-                        "Runtime on a CPU if it passes the parity gate against eager torch)")
     p.add_argument("--generation", type=int, default=None,
                    help="endpoint generation to publish (default: the published one + 1)")
     p.add_argument("--job", default="", help="launch id recorded with the endpoints")
-    p.add_argument("--curve-secret", help="the ranks' CURVE secret certificate "
-                                          "(FRAMESTREAM_SERVE_CURVE_SECRET)")
-    p.add_argument("--curve-clients", help="folder of allowed client certificates "
-                                           "(FRAMESTREAM_SERVE_CURVE_CLIENTS)")
-    p.add_argument("--insecure", action="store_true", default=None,
-                   help="allow a non-loopback --bind without CURVE keys (anyone who reaches it "
-                        "can use the ranks; FRAMESTREAM_SERVE_INSECURE)")
     args = p.parse_args(argv)
-    settings = ServeSettings.load(bind=args.bind, port=args.port, max_batch=args.max_batch,
-                                  metrics_port=args.metrics_port, endpoints_file=args.endpoints_file,
-                                  registry=args.registry, device=args.device, threads=args.threads,
-                                  runtime=args.runtime,
-                                  curve_secret=args.curve_secret, curve_clients=args.curve_clients,
-                                  insecure=args.insecure)
+    settings = from_args(args, ServeSettings)
     return settings, args
 
 

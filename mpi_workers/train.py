@@ -20,17 +20,16 @@ import logging
 import os
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from framestream.errors import ConfigError
+from framestream.flags import add_settings, dest, from_args
 from mpi_workers.dist import abort_on_error, world
 from mpi_workers.train_publish import publish, warm_start
-from mpi_workers.backends import BACKENDS
-from mpi_workers.train_settings import AUGMENT, HOLDOUT, SOURCES, RunOptions, TrainSettings
+from mpi_workers.train_settings import HOLDOUT, RunOptions, TrainSettings
 
 if TYPE_CHECKING:
     from mpi4py.MPI import Intracomm
@@ -39,33 +38,8 @@ log = logging.getLogger(__name__)
 def parse_args(argv: list[str] | None = None) -> tuple[TrainSettings, RunOptions]:
     p = argparse.ArgumentParser(prog="mpirun -n N python jobs/retrain.py",
                                 description="Data-parallel retraining; rank 0 publishes a version.")
-    p.add_argument("--backend", choices=BACKENDS)
-    p.add_argument("--net")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="per rank (default 128)")
-    p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--optimizer", choices=("adam", "sgd"))
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="torch threads per rank (default cores // ranks)")
-    p.add_argument("--augment", choices=AUGMENT,
-                   help="random changes to the uint8 frames: none (default), flip (horizontal) "
-                        "or flip-crop (flip + random crop with 2 pixels of padding)")
-    p.add_argument("--checkpoint-dir", type=Path)
-    p.add_argument("--registry", type=Path, help="registry root")
-    p.add_argument("--margin", type=float, help="required holdout gain over the serving version")
-    p.add_argument("--max-train", type=int, help="train on the first N samples only")
-    p.add_argument("--holdout-limit", type=int,
-                   help="evaluate on the first N test samples (a different holdout name: tests)")
-    p.add_argument("--target", type=float, help="accuracy whose time-to-reach is reported")
-    p.add_argument("--timeout", dest="timeout_s", type=float,
-                   help="seconds a rank waits for the others to join or answer")
-    p.add_argument("--source", choices=SOURCES,
-                   help="fashion-mnist: the IDX train split, sharded by rank (default); zmq: "
-                        "labeled frames pushed by a Spark job (spark-submit jobs/retrain_kafka.py)")
-    p.add_argument("--feed-endpoints", type=Path, help="--source zmq: where rank 0 publishes")
-    p.add_argument("--feed-timeout", dest="feed_timeout_s", type=float,
-                   help="--source zmq: seconds without data before the ranks give up")
-    p.add_argument("--data-range", help="--source zmq: the fed range, kept in the manifest")
+    add_settings(p, TrainSettings, *TrainSettings.model_fields,
+                 aliases={"timeout_s": "--timeout", "feed_timeout_s": "--feed-timeout"})
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--no-promote", dest="promote", action="store_false")
     p.add_argument("--warm-start", action="store_true",
@@ -74,10 +48,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainSettings, RunOptions
                    help="stop after N epochs of this run (checkpoint kept, nothing published)")
     p.add_argument("--plot", type=Path, help="write loss/accuracy curves to this PNG")
     p.add_argument("--no-progress", dest="progress", action="store_false")
-    a = vars(p.parse_args(argv))
-    names = {f.name for f in fields(TrainSettings)}
-    settings = TrainSettings.load(**{k: v for k, v in a.items() if k in names})
-    opts = RunOptions(**{k: v for k, v in a.items() if k not in names})
+    args = p.parse_args(argv)
+    settings = from_args(args, TrainSettings)
+    own = set(vars(args)) - {dest(TrainSettings, name) for name in TrainSettings.model_fields}
+    opts = RunOptions(**{k: getattr(args, k) for k in own})
     return settings, opts
 
 
@@ -137,7 +111,8 @@ def _training_data(s: TrainSettings, comm: "Intracomm", spec: Any) -> tuple[Any,
 
     from mpi_workers import feed
 
-    images, labels = feed.receive(comm, spec, s.feed_endpoints, idle_timeout_s=s.feed_timeout_s)
+    images, labels = feed.receive(comm, spec, s.feed_endpoints, idle_timeout_s=s.feed_timeout_s,
+                                  max_frames=s.feed_max_frames)
     if s.max_train:
         images, labels = images[:s.max_train // size], labels[:s.max_train // size]
     mine = len(labels)

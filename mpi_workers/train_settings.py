@@ -6,11 +6,11 @@ Apart from :mod:`mpi_workers.train` (the rank loop) so that what rank 0 does wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from framestream.paths import state_dir
-from framestream.settings import check, settings_section
+from framestream.settings import Section, section, setting
 from mpi_workers.backends import BACKENDS
 
 HOLDOUT = "fashion-mnist/test"
@@ -18,33 +18,54 @@ AUGMENT = ("none", "flip", "flip-crop")
 SOURCES = ("fashion-mnist", "zmq")
 
 
-@settings_section("train")
-@dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(Section):
     """One retraining run. ``FRAMESTREAM_TRAIN_<NAME>``; the CLI flags of jobs/retrain.py win."""
 
-    backend: str = field(default="auto", metadata=check(lambda v: v in BACKENDS, f"one of {BACKENDS}"))
-    net: str = field(default="fashion_cnn", metadata=check(lambda v: v == "fashion_cnn",
-                                                           "fashion_cnn (the net for 28x28x1 frames)"))
-    epochs: int = field(default=8, metadata=check(lambda v: 1 <= v <= 1000, "1..1000"))
-    batch_size: int = field(default=128, metadata=check(lambda v: 1 <= v <= 65536, "1..65536 per rank"))
-    lr: float = field(default=3e-3, metadata=check(lambda v: 0 < v <= 10, "0 < lr <= 10"))
-    optimizer: str = field(default="adam", metadata=check(lambda v: v in ("adam", "sgd"), "adam or sgd"))
-    seed: int = field(default=0, metadata=check(lambda v: 0 <= v < 2**31, "0..2^31-1"))
-    threads: int = field(default=0, metadata=check(lambda v: v >= 0, ">= 0 (0 = cores // ranks)"))
-    augment: str = field(default="none", metadata=check(lambda v: v in AUGMENT, f"one of {AUGMENT}"))
-    checkpoint_dir: Path = field(default_factory=lambda: state_dir() / "retrain" / "checkpoints")
-    registry: Path | None = None    # None: FRAMESTREAM_REGISTRY_ROOT / <state>/registry
-    margin: float = field(default=0.0, metadata=check(lambda v: -1 <= v <= 1, "-1..1"))
-    max_train: int = field(default=0, metadata=check(lambda v: v >= 0, ">= 0 (0 = all 60000)"))
-    holdout_limit: int = field(default=0, metadata=check(lambda v: v >= 0, ">= 0 (0 = all 10000)"))
-    target: float = field(default=0.92, metadata=check(lambda v: 0 < v <= 1, "0..1"))
-    timeout_s: float = field(default=120.0, metadata=check(lambda v: v > 0, "> 0 seconds"))
-    source: str = field(default="fashion-mnist", metadata=check(
-        lambda v: v in SOURCES, f"one of {SOURCES}"))
-    feed_endpoints: Path = field(default_factory=lambda: state_dir() / "train-endpoints.json")
-    feed_timeout_s: float = field(default=600.0, metadata=check(lambda v: v > 0, "> 0 seconds"))
-    data_range: str = ""            # what was fed (--source zmq), recorded in the manifest
+    model_config = section("train")
+
+    backend: str = setting("auto", "data-parallel backend (auto = Horovod when importable, "
+                                   "else torch.distributed)",
+                           ok=lambda v: v in BACKENDS, expected=f"one of {BACKENDS}")
+    net: str = setting("fashion_cnn", "the net to train", ok=lambda v: v == "fashion_cnn",
+                       expected="fashion_cnn (the net for 28x28x1 frames)")
+    epochs: int = setting(8, "epochs of one run", ok=lambda v: 1 <= v <= 1000, expected="1..1000")
+    batch_size: int = setting(128, "samples per step per rank", ok=lambda v: 1 <= v <= 65536,
+                              expected="1..65536 per rank")
+    lr: float = setting(3e-3, "peak learning rate of the one-cycle schedule",
+                        ok=lambda v: 0 < v <= 10, expected="0 < lr <= 10")
+    optimizer: str = setting("adam", "adam or sgd", ok=lambda v: v in ("adam", "sgd"),
+                             expected="adam or sgd")
+    seed: int = setting(0, "seed of the data order and the initial weights",
+                        ok=lambda v: 0 <= v < 2**31, expected="0..2^31-1")
+    threads: int = setting(0, "torch threads per rank (0 = cores // ranks)",
+                           ok=lambda v: v >= 0, expected=">= 0 (0 = cores // ranks)")
+    augment: str = setting("none", "random changes to the frames: none, flip or flip-crop",
+                           ok=lambda v: v in AUGMENT, expected=f"one of {AUGMENT}")
+    checkpoint_dir: Path = setting(doc="where a run keeps its resumable checkpoint",
+                                   factory=lambda: state_dir() / "retrain" / "checkpoints",
+                                   shown="<state>/retrain/checkpoints")
+    registry: Path | None = setting(None, "registry root (empty = FRAMESTREAM_REGISTRY_ROOT)")
+    margin: float = setting(0.0, "holdout accuracy gain over the serving version needed to "
+                                 "promote", ok=lambda v: -1 <= v <= 1, expected="-1..1")
+    max_train: int = setting(0, "train on the first N samples only (0 = all 60000)",
+                             ok=lambda v: v >= 0, expected=">= 0 (0 = all 60000)")
+    holdout_limit: int = setting(0, "evaluate on the first N test samples (0 = all 10000)",
+                                 ok=lambda v: v >= 0, expected=">= 0 (0 = all 10000)")
+    target: float = setting(0.92, "accuracy whose time-to-reach is reported",
+                            ok=lambda v: 0 < v <= 1, expected="0..1")
+    timeout_s: float = setting(120.0, "seconds a rank waits for the others to join or answer",
+                               ok=lambda v: v > 0, expected="> 0 seconds")
+    source: str = setting("fashion-mnist", "training data: fashion-mnist (IDX files) or zmq "
+                                           "(frames pushed by spark-submit jobs/retrain_kafka.py)",
+                          ok=lambda v: v in SOURCES, expected=f"one of {SOURCES}")
+    feed_endpoints: Path = setting(doc="source zmq: where rank 0 publishes the training ranks' "
+                                       "endpoints", factory=lambda: state_dir() /
+                                   "train-endpoints.json", shown="<state>/train-endpoints.json")
+    feed_timeout_s: float = setting(600.0, "source zmq: seconds without data before the ranks "
+                                           "give up", ok=lambda v: v > 0, expected="> 0 seconds")
+    feed_max_frames: int = setting(1_000_000, "source zmq: frames one rank holds at most",
+                                   ok=lambda v: v >= 1, expected=">= 1")
+    data_range: str = setting("", "source zmq: the fed range, recorded in the manifest")
 
 
 @dataclass(frozen=True)

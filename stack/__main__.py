@@ -14,7 +14,8 @@ import logging
 import sys
 
 from framestream.config import BrokerSettings, KafkaSettings
-from framestream.errors import FramestreamError
+from framestream.exits import entry_point
+from framestream.flags import add_settings, from_args
 from framestream.paths import state_dir
 from stack.kafka_broker import KafkaBroker
 
@@ -64,25 +65,21 @@ def doctor() -> int:
     return 0 if ok else 1
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="start the broker and create the topics")
-    p_up.add_argument("--partitions", type=int, default=None,
-                      help="partitions per topic (FRAMESTREAM_KAFKA_PARTITIONS, default 4)")
+    add_settings(p_up, KafkaSettings, "partitions")
     sub.add_parser("down", help="stop the broker")
     sub.add_parser("status", help="show broker and topics")
     sub.add_parser("doctor", help="check every engine")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.cmd == "up":
-            return up(args.partitions)
-        return {"down": down, "status": status, "doctor": doctor}[args.cmd]()
-    except FramestreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.cmd == "up":
+        return up(from_args(args, KafkaSettings).partitions)
+    return {"down": down, "status": status, "doctor": doctor}[args.cmd]()
 
 
 if __name__ == "__main__":

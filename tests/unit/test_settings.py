@@ -50,18 +50,25 @@ def test_describe_lists_every_setting_with_its_env_name() -> None:
     rows = describe(BrokerSettings.load(env={}))
     assert ("FRAMESTREAM_BROKER_PORT", 9092, 9092) in rows
     assert env_name("broker", "heap") == "FRAMESTREAM_BROKER_HEAP"
+    kafka = KafkaSettings.load(env={"FRAMESTREAM_KAFKA_SASL_PASSWORD": "hunter2"})
+    assert ("FRAMESTREAM_KAFKA_SASL_PASSWORD", "***", "") in describe(kafka)
+    assert "hunter2" not in repr(kafka)
 
 
-def test_path_type_is_parsed(tmp_path: Path) -> None:
-    from dataclasses import dataclass
+def test_path_optional_and_tuple_types_are_parsed(tmp_path: Path) -> None:
+    from framestream.settings import Section, section, setting
 
-    from framestream.settings import settings_section
+    class Demo(Section):
+        model_config = section("demo")
 
-    @settings_section("demo")
-    @dataclass(frozen=True)
-    class Demo:
-        where: Path = Path("/x")
-        ratio: float | None = None
+        where: Path = setting(Path("/x"), "a folder")
+        ratio: float | None = setting(None, "a ratio")
+        names: tuple[str, ...] = setting(("a",), "names")
 
-    d = Demo.load(env={"FRAMESTREAM_DEMO_WHERE": str(tmp_path), "FRAMESTREAM_DEMO_RATIO": "0.5"})
-    assert d.where == tmp_path and d.ratio == 0.5
+    d = Demo.load(env={"FRAMESTREAM_DEMO_WHERE": str(tmp_path), "FRAMESTREAM_DEMO_RATIO": "0.5",
+                       "FRAMESTREAM_DEMO_NAMES": "b, c"})
+    assert d.where == tmp_path and d.ratio == 0.5 and d.names == ("b", "c")
+    assert Demo.load(env={"FRAMESTREAM_DEMO_RATIO": ""}).ratio is None
+    assert Demo.load(env={"FRAMESTREAM_DEMO_WHERE": "~/y"}).where == Path.home() / "y"
+    with pytest.raises(ConfigError, match="FRAMESTREAM_DEMO_RATIO='half': expected a number"):
+        Demo.load(env={"FRAMESTREAM_DEMO_RATIO": "half"})

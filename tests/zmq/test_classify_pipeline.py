@@ -4,7 +4,6 @@ row still gets its own answer, in order, with dead letters beside them."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ def test_arrow_batches_are_pipelined_and_every_row_gets_its_own_answer(two_ranks
     settings = ClientSettings(chunk_frames=16)
     ctx = BatchContext(7, VERSION, SPEC.to_dict(), endpoint_set(1, *two_ranks).to_json(),
                        str(tmp_path / "endpoints.json"), "predictions", "frames.dlq", 3,
-                       dataclasses.asdict(FrameLimits()), dataclasses.asdict(settings))
+                       FrameLimits().model_dump(), settings.model_dump())
     client = cached_client(ctx.endpoints_json, ctx.endpoints_file, settings)
     events: list[tuple[str, Any]] = []
     submit, gather = client.submit, client.gather
