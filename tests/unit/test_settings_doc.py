@@ -33,6 +33,7 @@ NOT_SETTINGS = {
     "FRAMESTREAM_MPI_RENDEZVOUS_HOST": "launcher -> rank environment: torch.distributed rendezvous",
     "FRAMESTREAM_HOROVOD": "scripts/setup.sh: 0 skips building Horovod",
     "FRAMESTREAM_PYTHON": "scripts/setup.sh: the Python to build the venv with",
+    "FRAMESTREAM_SETUP_RAY_DASHBOARD": "scripts/setup.sh: 1 installs Ray's dashboard (opt-in)",
     "FRAMESTREAM_CHAOS_PROFILE": "Makefile/tests: short or long chaos profile",
     "FRAMESTREAM_FUZZ_SECONDS": "Makefile/tests: seconds per fuzz target",
 }
