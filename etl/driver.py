@@ -51,6 +51,7 @@ class StreamJob:
     # (job, cancel) -> (launcher, gang): starts self.ranks serving ranks that publish to
     # stream.endpoints_file; launcher.release() stops them, gang.error / gang.restarts report
     start_ranks: Callable[["StreamJob", threading.Event], tuple[Any, Any]] | None = None
+    spark_log_level: str | None = None   # the job's --log-level; else FRAMESTREAM_SPARK_LOG_LEVEL
 
     def run(self) -> int:
         from etl.decode import FrameLimits
@@ -77,7 +78,7 @@ class StreamJob:
                 raise FramestreamError(f"ranks={self.ranks} but no way to start them: pass "
                                        f"start_ranks (jobs.serving.start_serving_gang)")
             launcher, gang = self.start_ranks(self, cancel)
-        spark = spark_session()
+        spark = spark_session(log_level=self.spark_log_level)
         listener = ProgressLogger()
         spark.streams.addListener(listener)
         fn = ClassifyBatches(self.stream, self.kafka, self.client,

@@ -20,15 +20,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # spark-submit runs us by path
-
-from etl.client import ClientSettings  # noqa: E402
-from etl.driver import StreamJob, check_attach  # noqa: E402
-from etl.stream import StreamSettings  # noqa: E402
-from framestream.config import KafkaSettings  # noqa: E402
-from framestream.errors import FramestreamError  # noqa: E402
-from framestream.logs import setup_logging  # noqa: E402
-from jobs.serving import start_serving_gang  # noqa: E402
+from etl.client import ClientSettings
+from etl.driver import StreamJob, check_attach
+from etl.stream import StreamSettings
+from framestream.config import KafkaSettings
+from framestream.errors import FramestreamError
+from framestream.logs import setup_logging
+from jobs.serving import start_serving_gang
 
 if TYPE_CHECKING:
     from status.settings import StatusSettings
@@ -64,7 +62,9 @@ def parse(argv: list[str] | None) -> "tuple[StreamJob, StatusSettings | None]":
     p.add_argument("--status-allow-remote", action="store_true", default=None,
                    help="allow a non-loopback --status-host (the page has no login)")
     p.add_argument("--ready-file", default="", help="write a JSON line here once the query runs")
-    p.add_argument("--log-level", default=None)
+    p.add_argument("--log-level", default=None,
+                   help="framestream's and Spark's log level (default: framestream INFO, "
+                        "Spark WARN; FRAMESTREAM_LOG_LEVEL, FRAMESTREAM_SPARK_LOG_LEVEL)")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     stream = StreamSettings.load(
@@ -86,7 +86,7 @@ def parse(argv: list[str] | None) -> "tuple[StreamJob, StatusSettings | None]":
     if a.rank_threads:
         serve_args += ["--threads", str(a.rank_threads)]
     job = StreamJob(stream, kafka, client, a.ranks, serve_args, a.available_now, a.ready_file,
-                    start_ranks=start_serving_gang)
+                    start_ranks=start_serving_gang, spark_log_level=a.log_level)
     status = None
     if a.status_port is not None:
         from status.settings import StatusSettings
