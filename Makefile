@@ -1,8 +1,9 @@
 # framestream front door. `make demo` and `make test` do all set-up themselves (scripts/setup.sh:
 # idempotent, seconds when nothing changed).
 SHELL := /bin/bash
+# framestream itself is installed into the venv (setup: pip install -e .); bench/ and tests/ run
+# from the checkout (python -m puts the current folder first), so nothing needs PYTHONPATH.
 PY := .venv/bin/python
-export PYTHONPATH := $(CURDIR)
 PYTEST_ARGS ?=
 
 .PHONY: help setup up down status doctor demo test test-unit lock clean-state chaos soak
@@ -49,7 +50,7 @@ chaos: up
 # .state/soak/<run>/soak.json and soak.png.
 SOAK_ARGS ?=
 soak: up
-	@$(PY) -m tests.chaos.soak $(SOAK_ARGS)
+	@$(PY) -m bench.soak $(SOAK_ARGS)
 
 # Re-lock every package in the venv after changing a pin in pyproject.toml.
 lock:

@@ -53,6 +53,7 @@ class StreamJob:
     # (job, cancel) -> (launcher, gang): starts self.ranks serving ranks that publish to
     # stream.endpoints_file; launcher.release() stops them, gang.error / gang.restarts report
     start_ranks: Callable[["StreamJob", threading.Event], tuple[Any, Any]] | None = None
+    spark_log_level: str | None = None   # the job's --log-level; else FRAMESTREAM_SPARK_LOG_LEVEL
 
     def run(self) -> int:
         from etl.decode import FrameLimits
@@ -79,7 +80,7 @@ class StreamJob:
         # ranks (gang, mpirun, model load and its runtime's parity gate) start side by side;
         # the query starts when both are up. Spark goes to the thread (py4j calls are
         # thread-safe); Ray's client stays on the main thread.
-        session = _Background(_warmed_spark)
+        session = _Background(lambda: _warmed_spark(self.spark_log_level))
         gang = launcher = None
         try:
             if self.ranks:  # started by whoever composed this job (jobs/serving.py: Ray gang)
@@ -168,11 +169,11 @@ class _Background:
             log.debug("spark session did not start", exc_info=True)
 
 
-def _warmed_spark() -> Any:
+def _warmed_spark(log_level: str | None = None) -> Any:
     """Spark's session with every core's Python worker started (see :func:`warm_up`)."""
     from etl.session import spark_session
 
-    spark = spark_session()
+    spark = spark_session(log_level=log_level)
     try:
         warm_up(spark)
     except BaseException:

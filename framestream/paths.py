@@ -7,6 +7,7 @@ from pathlib import Path
 
 from framestream.errors import ServiceError
 
+# The checkout when framestream is installed editable (make setup), else site-packages.
 REPO = Path(__file__).resolve().parent.parent
 
 FASHION_MNIST_DIR = Path(os.environ.get("FRAMESTREAM_FASHION_MNIST_DIR",
@@ -19,8 +20,10 @@ def cache_dir() -> Path:
 
 
 def state_dir() -> Path:
-    """Runtime state of the embedded stack (broker data and logs, checkpoints): ``FRAMESTREAM_STATE``."""
-    return Path(os.environ.get("FRAMESTREAM_STATE", REPO / ".state"))
+    """Runtime state of the embedded stack (broker data and logs, checkpoints): ``FRAMESTREAM_STATE``;
+    by default ``.state`` in the checkout, or in the cache when installed from a wheel."""
+    default = REPO / ".state" if (REPO / "pyproject.toml").is_file() else cache_dir() / "state"
+    return Path(os.environ.get("FRAMESTREAM_STATE", default))
 
 
 def jar_dir(name: str) -> Path:

@@ -27,13 +27,13 @@ from pathlib import Path
 from framestream.config import KafkaSettings
 from framestream.exits import entry_point
 from framestream.logs import setup_logging
-from framestream.paths import REPO, state_dir
+from framestream.paths import state_dir
+from jobs.submit import spark_submit_argv
 
 
 def _stream_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-               PYTHONPATH=str(REPO))
+    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
     return env
 
 
@@ -70,7 +70,7 @@ def stack(cmd: str, timeout: float = 600.0) -> int:
     """``python -m stack <cmd>`` (the dev stack is tooling: run as its command, never imported
     by product code); its exit code."""
     try:
-        return subprocess.run([sys.executable, "-m", "stack", cmd], cwd=REPO, env=_stream_env(),
+        return subprocess.run([sys.executable, "-m", "stack", cmd], env=_stream_env(),
                               timeout=timeout).returncode
     except subprocess.TimeoutExpired:
         print(f"`python -m stack {cmd}` did not finish within {timeout:.0f}s", file=sys.stderr)
@@ -118,17 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = state_dir() / "demo" / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     ready = run_dir / "ready.json"
-    cmd = [str(Path(sys.executable).parent / "spark-submit"), str(REPO / "jobs/stream_classify.py"),
-           "--ranks", str(a.ranks), "--checkpoint", str(run_dir / "checkpoint"),
-           "--starting-offsets", results.spark_offsets(kafka.frames_topic,
-                                                       start[kafka.frames_topic]),
-           "--ready-file", str(ready)]
+    args = ["--ranks", str(a.ranks), "--checkpoint", str(run_dir / "checkpoint"),
+            "--starting-offsets", results.spark_offsets(kafka.frames_topic,
+                                                        start[kafka.frames_topic]),
+            "--ready-file", str(ready)]
     if a.status_port >= 0:
-        cmd += ["--status-port", str(_free_or_any(a.status_port))]
+        args += ["--status-port", str(_free_or_any(a.status_port))]
+    spark_submit, cmd, env = spark_submit_argv("jobs.stream_classify", args)  # framestream-stream
     log = run_dir / "stream.log"
     with open(log, "wb") as out:
-        stream = subprocess.Popen(cmd, env=_stream_env(), stdout=out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+        stream = subprocess.Popen(cmd, executable=spark_submit, env={**_stream_env(), **env},
+                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  start_new_session=True)
     try:
         _wait(ready.exists, 300, "the stream to start (log: %s)" % log, stream)
         url = _status_url(log)
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         produce = [sys.executable, "-m", "jobs.produce", "--count", str(a.count), "--corrupt",
                    str(a.corrupt), "--rate", str(a.rate), "--format", "png"]
-        subprocess.run(produce, check=True, cwd=REPO, env=_stream_env(), timeout=600)
+        subprocess.run(produce, check=True, env=_stream_env(), timeout=600)
         sent = a.count + a.corrupt
 
         def done() -> bool:

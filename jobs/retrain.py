@@ -2,22 +2,19 @@
 retraining on MPI ranks; rank 0 publishes a registry version and prints one JSON line.
 
 The logic lives in :mod:`mpi_workers.train` (flags: ``--help``); this file only sets up logging
-(rank 0 at INFO, the other ranks at WARNING) and makes the checkout importable when it is run as a
-script.
+(rank 0 at INFO, the other ranks at WARNING). The packages come from the installed project
+(``make setup`` runs ``pip install -e .``), also when it is run by path; installed, it is the
+``framestream-retrain`` command (``mpirun -n N .venv/bin/framestream-retrain``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-if not __package__:  # `python jobs/retrain.py`: sys.path[0] is jobs/, not the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from framestream.logs import setup_logging  # noqa: E402
-from mpi_workers.backends import yield_when_idle  # noqa: E402
-from mpi_workers.train import main  # noqa: E402
+from framestream.logs import setup_logging
+from mpi_workers.backends import yield_when_idle
+from mpi_workers.train import main
 
 
 def run(argv: list[str] | None = None) -> int:

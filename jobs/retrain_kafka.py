@@ -17,19 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # spark-submit runs us by path
-
-from etl.client import ClientSettings  # noqa: E402
-from etl.feed import feed, offset_range  # noqa: E402
-from framestream.config import KafkaSettings  # noqa: E402
-from framestream.exits import OK, entry_point  # noqa: E402
-from framestream.flags import add_settings, from_args  # noqa: E402
-from framestream.logs import setup_logging  # noqa: E402
-from framestream.paths import state_dir  # noqa: E402
+from etl.client import ClientSettings
+from etl.feed import feed, offset_range
+from framestream.config import KafkaSettings
+from framestream.exits import OK, entry_point
+from framestream.flags import add_settings, from_args
+from framestream.logs import setup_logging
+from framestream.paths import state_dir
 
 
 def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_dir: str,
-        timeout_s: float = 3600.0, client: ClientSettings | None = None) -> dict[str, Any]:
+        timeout_s: float = 3600.0, client: ClientSettings | None = None,
+        log_level: str | None = None) -> dict[str, Any]:
     """Launch ``mpirun -n ranks python jobs/retrain.py --source zmq``, feed it the labels topic,
     wait for it; returns rank 0's result with the feed counts added."""
     import subprocess
@@ -59,7 +58,7 @@ def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_di
                                 preexec_fn=die_with_parent)
     try:
         published = endpoints_mod.wait_for(ep_file, 120, before.generation if before else -1)
-        spark = spark_session()
+        spark = spark_session(log_level=log_level)
         counts = feed(spark, bootstrap, topic, offsets, published, str(ep_file),
                       DEFAULT_SPECS["fashion_cnn"].to_dict(), client or ClientSettings.load(),
                       FrameLimits.load().model_dump(), control_token=token)
@@ -87,15 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     add_settings(p, KafkaSettings, "bootstrap", "labels_topic", aliases={"labels_topic": "--topic"})
     p.add_argument("--work-dir", type=Path, help="logs and the ranks' endpoint file")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole run")
+    p.add_argument("--log-level", default=None,
+                   help="framestream's and Spark's log level (default: framestream INFO, "
+                        "Spark WARN; FRAMESTREAM_LOG_LEVEL, FRAMESTREAM_SPARK_LOG_LEVEL)")
     p.add_argument("retrain_args", nargs=argparse.REMAINDER,
                    help="after --: flags for jobs/retrain.py (--epochs, --registry, ...)")
     a = p.parse_args(argv)
-    setup_logging(None)
+    setup_logging(a.log_level)
     kafka = from_args(a, KafkaSettings)
     work = a.work_dir or state_dir() / "retrain-kafka" / time.strftime("%Y%m%d-%H%M%S")
     extra = [x for x in a.retrain_args if x != "--"]
     result = run(a.ranks, extra, kafka.bootstrap, kafka.labels_topic, str(work),
-                 timeout_s=a.timeout)
+                 timeout_s=a.timeout, log_level=a.log_level)
     print(json.dumps(result), flush=True)
     return OK
 

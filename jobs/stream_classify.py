@@ -20,17 +20,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # spark-submit runs us by path
-
-from etl.client import ClientSettings  # noqa: E402
-from etl.driver import StreamJob, check_attach  # noqa: E402
-from etl.stream import StreamSettings  # noqa: E402
-from framestream.config import KafkaSettings  # noqa: E402
-from framestream.exits import entry_point  # noqa: E402
-from framestream.flags import add_settings, as_argv, from_args, given  # noqa: E402
-from framestream.logs import setup_logging  # noqa: E402
-from jobs.serving import start_serving_gang  # noqa: E402
-from mpi_workers.serve import ServeSettings  # noqa: E402
+from etl.client import ClientSettings
+from etl.driver import StreamJob, check_attach
+from etl.stream import StreamSettings
+from framestream.config import KafkaSettings
+from framestream.exits import entry_point
+from framestream.flags import add_settings, as_argv, from_args, given
+from framestream.logs import setup_logging
+from jobs.serving import start_serving_gang
+from mpi_workers.serve import ServeSettings
 
 if TYPE_CHECKING:
     from status.settings import StatusSettings
@@ -62,7 +60,9 @@ def parse(argv: list[str] | None) -> "tuple[StreamJob, StatusSettings | None]":
                  helps={"port": "serve the live status page on this TCP port (0 = any free); "
                                 "the page is off unless this flag is given"})
     p.add_argument("--ready-file", default="", help="write a JSON line here once the query runs")
-    p.add_argument("--log-level", default=None)
+    p.add_argument("--log-level", default=None,
+                   help="framestream's and Spark's log level (default: framestream INFO, "
+                        "Spark WARN; FRAMESTREAM_LOG_LEVEL, FRAMESTREAM_SPARK_LOG_LEVEL)")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     stream = from_args(a, StreamSettings)
@@ -75,7 +75,7 @@ def parse(argv: list[str] | None) -> "tuple[StreamJob, StatusSettings | None]":
     client = from_args(a, ClientSettings)
     serve_args = as_argv(ServeSettings, given(a, ServeSettings))
     job = StreamJob(stream, kafka, client, a.ranks, serve_args, a.available_now, a.ready_file,
-                    start_ranks=start_serving_gang)
+                    start_ranks=start_serving_gang, spark_log_level=a.log_level)
     status = None
     if "port" in given(a, StatusSettings):
         from etl.pins import is_uri
@@ -83,7 +83,8 @@ def parse(argv: list[str] | None) -> "tuple[StreamJob, StatusSettings | None]":
         status = from_args(a, StatusSettings,
                            registry=Path(stream.registry) if stream.registry else None,
                            endpoints_file=Path(stream.endpoints_file),
-                           checkpoint=None if is_uri(stream.checkpoint) else Path(stream.checkpoint))
+                           checkpoint=(None if is_uri(stream.checkpoint)
+                                       else Path(stream.checkpoint)))
         status.check_bind()  # before anything starts
     return job, status
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from framestream.errors import DeadlineExceeded, ServiceError
-from framestream.paths import REPO
 from launcher.errors import RankFailed
 
 if TYPE_CHECKING:
@@ -49,8 +48,7 @@ def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     # Cross-memory-attach needs ptrace rights that containers often lack; shared memory copy is fine.
     env.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-    # Ranks import the project's packages from the checkout, wherever mpirun starts them.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    # Ranks import the project's packages from the installed project (the venv's), not a path.
     env.update(extra or {})
     env.setdefault(CONTROL_TOKEN_ENV, new_control_token())
     return env
@@ -117,7 +115,9 @@ class GangLaunch:
     def exports(self) -> list[str]:
         from framestream.wire import CONTROL_TOKEN_ENV
 
-        names = set(self.layout.env) | {"PYTHONPATH", CONTROL_TOKEN_ENV}  # ranks on other nodes
+        names = set(self.layout.env) | {CONTROL_TOKEN_ENV}  # ranks on other nodes
+        if "PYTHONPATH" in os.environ:  # the user's own, as local ranks see it; never the checkout
+            names.add("PYTHONPATH")
         names |= {k for k in os.environ if k.startswith("FRAMESTREAM_")}
         return sorted(names)
 

@@ -7,6 +7,7 @@
 #             mpi4py is compiled against the system OpenMPI; .venv in the repo links to it
 #   jars    : Kafka broker and Spark's Kafka source from Maven Central via the poms in java/
 #   horovod : optional; PyPI's sdist patched for C++17, built once into a cached wheel
+#   project : framestream itself, `pip install -e .` into the venv (console scripts, no PYTHONPATH)
 #
 # The venv and jars live in a cache outside the checkout so that a fresh clone (CI) reuses them.
 set -euo pipefail
@@ -49,8 +50,9 @@ ln -sfn "$venv" "$repo/.venv"
 # The pins alone decide whether pip runs (a new pytest marker in pyproject.toml must not).
 mapfile -t deps < <("$venv/bin/python" - <<'PY'
 import tomllib
-p = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))
+t = tomllib.load(open("pyproject.toml", "rb"))
+p = t["project"]
+print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"] + t["build-system"]["requires"]))
 PY
 )
 deps_key=$(hash_of <(printf '%s\n' "${deps[@]}") constraints.txt <("$venv/bin/python" -V) \
@@ -112,6 +114,12 @@ mkdir -p "$spark_conf"
   echo "spark.jars $(ls "$cache/jars/spark-kafka"/*.jar | paste -sd, -)"
   echo "spark.pyspark.python $venv/bin/python"
   echo "spark.pyspark.driver.python $venv/bin/python"; } > "$spark_conf/spark-defaults.conf"
+
+# `.venv/bin/spark-submit` without the venv activated: pyspark's bin/find-spark-home asks the
+# `python3` on PATH for pyspark, which is not this venv's. Its find_spark_home.py looks first for a
+# `spark-distribution` folder beside itself (SPARK-32017), so this link makes any python3 find
+# the venv's Spark, activated or not.
+ln -sfn "$(dirname "$spark_conf")" "$venv/bin/spark-distribution"
 
 # --- Horovod (optional training backend) ---------------------------------------------------------
 # PyPI's latest horovod (0.28.1) is an sdist that does not compile against torch >= 2.1 (C++14 vs
@@ -176,6 +184,28 @@ else
       tail -n 15 "$cache/logs/horovod.log" | sed 's/^/    /'
     fi
   fi
+fi
+
+# --- the project itself ----------------------------------------------------------------------
+# Editable, so ranks, Spark's Python workers and the console scripts (framestream-*) import this
+# checkout's packages from the venv with no PYTHONPATH. The venv is shared by every checkout (CI
+# clones to a fresh path each time), so the install is re-made when it points elsewhere or
+# pyproject.toml changed: a few seconds, no dependency resolution (--no-deps; the pins are above),
+# no download (--no-build-isolation: the venv's pinned setuptools builds it).
+installed_from() {
+  "$venv/bin/python" - <<'PY' 2>/dev/null || true
+import json, importlib.metadata as m, urllib.parse, urllib.request
+url = json.loads(m.distribution("framestream").read_text("direct_url.json") or "{}").get("url", "")
+print(urllib.request.url2pathname(urllib.parse.urlparse(url).path) if url.startswith("file:") else "")
+PY
+}
+proj_key=$(hash_of pyproject.toml <(echo "$repo"))
+if fresh project "$proj_key" && [ "$(installed_from)" = "$repo" ]; then
+  log "framestream installed from $repo"
+else
+  log "pip install -e $repo (framestream, editable)"
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$repo"
+  stamp project "$proj_key"
 fi
 
 log "ready: venv $venv, jars $cache/jars"

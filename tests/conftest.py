@@ -27,6 +27,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Ranks and Spark workers import the installed framestream, not the tests' sys.path: say
+    which checkout that is (``make setup`` points the shared venv at the current one)."""
+    import importlib.metadata
+    import json
+    from pathlib import Path
+
+    here = str(Path(__file__).resolve().parents[1])
+    try:
+        url = json.loads(importlib.metadata.distribution("framestream").read_text(
+            "direct_url.json") or "{}").get("url", "")
+    except importlib.metadata.PackageNotFoundError:
+        url = ""
+    where = url.removeprefix("file://") or "nowhere"
+    note = "" if where == here else f" (NOT this checkout {here}: run `make setup`)"
+    return f"framestream installed from: {where}{note}"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not any(item.get_closest_marker("gpu") for item in items):
         return

@@ -64,6 +64,10 @@ def test_conservation_and_scores_equal_the_model_run_locally(kafka_bootstrap, to
         gang.stop()
     assert stats["predictions"] == n_good and stats["dead_letters"] == len(hostile)
     assert stats["rank_restarts"] == 0
+    # Spark logs at WARN by default: none of its INFO lines (framestream's own INFO is kept)
+    spark_info = re.findall(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d INFO .*$",
+                            (tmp_path / "stream.log").read_text(errors="replace"), re.M)
+    assert not spark_info, spark_info[:5]
     served = [float(re.search(r"^framestream_rank_frames_total\{[^}]*\} (\S+)$", text, re.M)[1])
               for text in scraped]
     assert sum(served) == n_good and all(s > 0 for s in served)  # Prometheus counts, spread

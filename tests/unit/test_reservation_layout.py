@@ -85,7 +85,9 @@ def test_a_rank_finds_its_row_by_node_address_and_local_rank() -> None:
     assert pick({"10.1.0.1": [{"A": "x"}]}, {"172.17.0.2"}, 0) == {"A": "x"}  # one node, NAT
 
 
-def test_the_mpirun_command_runs_each_rank_through_rank_exec_on_the_hostfile() -> None:
+def test_the_mpirun_command_runs_each_rank_through_rank_exec_on_the_hostfile(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     lay = plan([bundle(0, HEAD), bundle(1, NODE1)], HEAD, rsh_agent="/x/agent")
     launch = GangLaunch(lay, Path("/tmp/hf"))
     cmd = launch.command("mpi_workers.selfcheck", ["--flag"], python="/py")
@@ -93,8 +95,12 @@ def test_the_mpirun_command_runs_each_rank_through_rank_exec_on_the_hostfile() -
     assert cmd[cmd.index("--map-by") + 1] == "slot" and "--oversubscribe" not in cmd
     assert cmd[-5:] == ["/py", "-m", "launcher.rank_exec", "mpi_workers.selfcheck", "--flag"]
     exported = [cmd[i + 1] for i, c in enumerate(cmd) if c == "-x"]
-    assert RANK_ENV in exported and "PYTHONPATH" in exported
-    assert launch.env()[RANK_ENV] == lay.env[RANK_ENV]
+    # ranks import the installed project: no checkout path handed to them, here or remotely
+    assert RANK_ENV in exported and "PYTHONPATH" not in exported
+    assert launch.env()[RANK_ENV] == lay.env[RANK_ENV] and "PYTHONPATH" not in launch.env()
+    monkeypatch.setenv("PYTHONPATH", "/users/own")  # a user's own is passed on as it is
+    exported = [c for c in launch.command("m") if c == "PYTHONPATH"]
+    assert exported == ["PYTHONPATH"] and launch.env()["PYTHONPATH"] == "/users/own"
 
 
 def test_settings_make_the_bundle_and_name_bad_values() -> None:

@@ -1,4 +1,4 @@
-"""``make soak`` / ``python -m tests.chaos.soak [--minutes 60]``: a long steady stream with a retrain
+"""``make soak`` / ``python -m bench.soak [--minutes 60]``: a long steady stream with a retrain
 and promotion every ``--retrain-every`` minutes, watching for leaks.
 
 What runs: the real job (``spark-submit jobs/stream_classify.py --ranks 2 --registry R``), a
@@ -9,14 +9,15 @@ the Spark Python workers (executors) and the driver (spark-submit's JVM and the 
 sampled. At the end every frame must be answered (zero lost), and the growth of each curve is
 reported as a least-squares slope per hour over the samples after the first 5 minutes (start-up).
 
-Writes ``.state/soak/<run>/soak.json`` and ``soak.png`` (and prints the summary).
+Writes ``.state/soak/<run>/soak.json`` and ``soak.png`` (and prints the summary). A measurement,
+not a test (bench/, beside the other long runs); it drives the stream with the chaos suite's
+harness (tests/chaos/harness.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -91,7 +92,7 @@ def retrain(registry: Path, work: Path, k: int) -> dict[str, Any]:
     with open(work / "cron.log", "ab") as log:
         code = subprocess.run([sys.executable, "-m", "jobs.retrain_cron", "--once", "--ranks", "2",
                                "--state-dir", str(work / "cron"), "--", *args], cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log,
+                              stdout=log,
                               stderr=subprocess.STDOUT, timeout=1800).returncode
     entry = json.loads((work / "cron" / "runs.jsonl").read_text().splitlines()[-1])
     return {**entry, "exit_code": code}
@@ -124,7 +125,7 @@ def plot(samples: list[dict[str, Any]], promotions: list[dict[str, Any]], path: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.chaos.soak", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--retrain-every", type=float, default=10.0, help="minutes")
