@@ -57,9 +57,9 @@ def test_two_bundle_gang_runs_mpirun_on_its_reservation_and_gives_it_back(ray_lo
         hostfile = launcher.launch.hostfile.read_text()
         result = launcher.run("mpi_workers.selfcheck", timeout_s=120)
         record = read_all()[0]
-    assert result.exit_code == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["world_size"] == 2 and out["torch_allreduce"] == [3.0] * 4
+    assert result.exit_code == 0 and result.ok, result.stderr[-3000:]
+    out = result.result  # rank 0's result file (the CompletionPolicy requires it)
+    assert out is not None and out["world_size"] == 2 and out["torch_allreduce"] == [3.0] * 4
     assert hostfile.endswith(" slots=2\n")
     assert record["kind"] == "run" and len(record["bundles"]) == 2 and record["alive"]
     _wait(lambda: _free() == before, 30, "the cluster's free resources to return")
