@@ -68,8 +68,8 @@ class ServingGang:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         args = [*self.serve_args, "--endpoints-file", str(self.endpoints_file),
                 "--generation", str(generation)]
-        job = start_ranks("mpi_workers.serve", args, n=self.ranks, launch=self.launch,
-                          hostfile=None if self.launch else self.hostfile,
+        where = {"launch": self.launch} if self.launch else {"hostfile": self.hostfile}
+        job = start_ranks("mpi_workers.serve", args, n=self.ranks, **where,
                           run_dir=self.log_dir / f"gen{generation}",
                           output=self._log_path(generation))
         proc = job.proc
