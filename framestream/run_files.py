@@ -84,6 +84,14 @@ def write_error(exc: BaseException, rank: int) -> Path | None:
     return path
 
 
+def clear(folder: Path) -> None:
+    """Remove the run files a previous launch left in ``folder`` (a reused folder must never
+    report an old result or an old failure as this launch's)."""
+    folder = Path(folder)
+    for path in [folder / RESULT_FILE, *folder.glob("error-rank*.json")]:
+        path.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class RankError:
     """One rank's error file, read back."""

@@ -245,6 +245,7 @@ def start_ranks(module: str, args: Sequence[str] = (), *, n: int | None = None,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     run_dir.chmod(0o700)
+    run_files.clear(run_dir)  # a reused folder (a log dir, generation 1 again) starts empty
     extra = {**(env or {}), run_files.RUN_DIR_ENV: str(run_dir)}
     if launch is not None:
         cmd, full_env = launch.command(module, args, **cmd_kw), launch.env(extra)

@@ -45,3 +45,21 @@ def test_mpirun_cmd_oversubscribes_only_past_the_cores() -> None:
     assert "--oversubscribe" not in mpirun_cmd(cores, "m")
     assert "--oversubscribe" in mpirun_cmd(cores + 1, "m")
     assert mpirun_cmd(2, "m", ["--x"])[-3:] == ["-m", "m", "--x"]
+
+
+def test_a_reused_run_folder_never_reports_the_last_launchs_failure(tmp_path) -> None:
+    from framestream import run_files
+    from launcher.mpirun import start_ranks
+
+    failing = start_ranks("mpi_workers.selfcheck", ["--fail-rank", "0"], n=2, run_dir=tmp_path)
+    try:
+        code = failing.wait(120)
+    finally:
+        failing.stop()
+    assert code != 0 and failing.failure(code).rank == 0
+    job = start_ranks("mpi_workers.selfcheck", n=2, run_dir=tmp_path)
+    try:
+        assert job.wait(120) == 0
+    finally:
+        job.stop()
+    assert job.result()["world_size"] == 2 and run_files.read_errors(tmp_path) == []

@@ -67,3 +67,14 @@ def test_oversized_or_non_object_results_are_refused(tmp_path: Path) -> None:
     (tmp_path / "result.json").write_bytes(b" " * (run_files.MAX_FILE_BYTES + 1))
     with pytest.raises(ValueError, match="more than"):
         run_files.read_result(tmp_path)
+
+
+def test_clear_leaves_a_reused_folder_without_old_results_or_errors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RUN_DIR_ENV, str(tmp_path))
+    run_files.write_result({"version": "old"})
+    _raise(ValueError("old failure"), 1)
+    (tmp_path / "ranks.log").write_text("kept for humans")
+    run_files.clear(tmp_path)
+    assert run_files.read_result(tmp_path) is None and run_files.read_errors(tmp_path) == []
+    assert (tmp_path / "ranks.log").exists()
