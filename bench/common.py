@@ -85,7 +85,9 @@ def machine() -> dict[str, Any]:
             versions[name] = None
     versions["python"] = platform.python_version()
     versions["java"] = _command_version(["java", "-version"], r'version "([^"]+)"')
-    versions["openmpi"] = _command_version(["mpirun", "--version"], r"Open MPI\)? ([\d.]+)")
+    from launcher.mpirun import mpirun_version  # the one module that runs mpirun
+
+    versions["openmpi"] = mpirun_version()
     try:
         from framestream.paths import jars
 

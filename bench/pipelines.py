@@ -2,7 +2,8 @@
 
 Every pipeline is started once (its start-up is timed and reported apart), reads its own input
 topic, writes predictions to its own output topic, and is stopped at the end. framestream runs as
-users run it: ``mpirun -n R python -m mpi_workers.serve`` ranks and ``spark-submit
+users run it: ``mpirun -n R python -m mpi_workers.serve`` ranks (started by the launcher's
+:func:`launcher.mpirun.start_ranks`, the one way to start ranks) and ``spark-submit
 jobs/stream_classify.py --endpoints ...`` attached to them; a grid cell relaunches only the ranks
 (a new endpoint generation, which the running stream follows), so Spark starts once per frame set.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 from bench.common import wait_until
 from framestream.paths import REPO
-from launcher.mpirun import kill_group, mpi_env, mpirun_cmd
+from launcher.mpirun import MpiJob, start_ranks
 from framestream import endpoints as endpoints_mod
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Ranks(Pausable):
 
     endpoints_file: Path
     log_dir: Path
-    proc: subprocess.Popen[Any] | None = None
+    job: MpiJob | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
     def start(self, ranks: int, max_batch: int, threads: int, version: str,
@@ -104,19 +105,19 @@ class Ranks(Pausable):
                 "--endpoints-file", str(self.endpoints_file), "--metrics-port", "-1",
                 "--device", device, "--runtime", runtime,
                 *(["--registry", registry] if registry else [])]
-        cmd = mpirun_cmd(ranks, "mpi_workers.serve", args, oversubscribe=True)
         log_path = self.log_dir / f"ranks-{ranks}x{threads}-b{max_batch}-{runtime}.log"
         self.log_path = log_path
-        self.log_from = log_path.stat().st_size if log_path.exists() else 0
-        with open(log_path, "ab") as out:
-            self.proc = subprocess.Popen(cmd, env=mpi_env({"FRAMESTREAM_LOG_LEVEL": "WARNING"}),
-                                         stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        self.log_from = log_path.stat().st_size if log_path.exists() else 0  # the log appends
+        # the launcher's one way to start ranks, as users run them; its run files beside the log
+        self.job = start_ranks("mpi_workers.serve", args, n=ranks, oversubscribe=True,
+                               env={"FRAMESTREAM_LOG_LEVEL": "WARNING"}, output=log_path,
+                               run_dir=self.log_dir / f"run-{ranks}x{threads}-b{max_batch}")
         old = before.generation if before else 0
 
         def published() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"ranks exited {self.proc.returncode}; log {log_path}")
+            if self.job is not None and (code := self.job.poll()) is not None:
+                raise RuntimeError(f"ranks exited {code}: {self.job.failure(code).summary}; "
+                                   f"log {log_path}")
             now = endpoints_mod.read(self.endpoints_file)
             return now is not None and now.generation > old and len(now.ranks) == ranks
         wait_until(published, timeout, f"{ranks} ranks to publish endpoints")
@@ -137,19 +138,19 @@ class Ranks(Pausable):
         return "onnxruntime" if asked == "auto" and self.config.get("device") == "cpu" else asked
 
     def processes(self) -> list[int]:
-        return tree(self.proc.pid) if self.alive() else []
+        return tree(self.job.pid) if self.job is not None and self.alive() else []
 
     def pids(self) -> list[int]:
         current = endpoints_mod.read(self.endpoints_file)
         return [r.pid for r in current.ranks] if current else []
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.job is not None and self.job.poll() is None
 
     def stop(self) -> None:
-        if self.proc is not None:
-            kill_group(self.proc, grace=20)
-            self.proc = None
+        if self.job is not None:
+            self.job.stop(grace=20)
+            self.job = None
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import subprocess
 import sys
@@ -26,7 +27,8 @@ from typing import Any
 from bench.common import Run, median, setup_logging
 from bench.plots import retrain_plot
 from framestream.paths import REPO
-from launcher.mpirun import mpi_env, mpirun_cmd
+from launcher.errors import RankFailed
+from launcher.mpirun import run_mpi
 
 log = logging.getLogger(__name__)
 DIST_KERAS = {"source": "Dist-Keras (CERN), MNIST, Spark workers",
@@ -43,13 +45,6 @@ def horovod_built() -> bool:
     return True
 
 
-def _last_json(text: str) -> dict[str, Any]:
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise RuntimeError(f"no JSON result line in:\n{text[-2000:]}")
-
-
 def run_mpi_job(name: str, ranks: int, backend: str, common: list[str], work: Path) -> dict[str, Any]:
     from models.train_loop import checkpoint_from_bytes
 
@@ -57,16 +52,19 @@ def run_mpi_job(name: str, ranks: int, backend: str, common: list[str], work: Pa
     ckpt = work / f"ckpt-{slug}"
     args = ["--backend", backend, "--no-progress", "--no-promote", "--registry",
             str(work / f"registry-{slug}"), "--checkpoint-dir", str(ckpt), *common]
-    cmd = mpirun_cmd(ranks, "jobs.retrain", args, oversubscribe=True)
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, env=mpi_env(), capture_output=True, text=True, timeout=3600, cwd=REPO)
+    try:  # the launcher's one way to start ranks; rank 0's result file is the result
+        out = run_mpi(ranks, "jobs.retrain", args, timeout=3600, oversubscribe=True, cwd=REPO)
+    except RankFailed as exc:
+        raise RuntimeError(f"mpirun -n {ranks} python -m jobs.retrain failed: {exc}") from exc
     wall = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    res = _last_json(out.stdout)
+    if out.result is None:
+        raise RuntimeError(f"mpirun -n {ranks} jobs.retrain wrote no result file:\n"
+                           f"{out.stderr[-3000:]}")
+    res = out.result
     history = checkpoint_from_bytes((ckpt / "last.pt").read_bytes())["history"]
-    return {"name": name, "command": shlex.join(["mpirun", "-n", str(ranks), "python",
-                                                 "jobs/retrain.py", *args]),
+    return {"name": name, "command": f"mpirun -n {ranks} " + shlex.join(["python",
+                                                                       "jobs/retrain.py", *args]),
             **{k: res.get(k) for k in ("backend", "world_size", "threads_per_rank", "epochs",
                                        "holdout_accuracy", "train_s", "time_to_target_s")},
             "wall_s": round(wall, 2), "history": history}
@@ -80,7 +78,7 @@ def run_distributor(common: dict[str, Any], work: Path) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.peers.torch_distributor", *args]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=REPO,
-                         env={**mpi_env(), "PYSPARK_PYTHON": sys.executable})
+                         env={**os.environ, "PYTHONPATH": str(REPO), "PYSPARK_PYTHON": sys.executable})
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(f"TorchDistributor run failed ({out.returncode}):\n{out.stderr[-3000:]}")

@@ -35,7 +35,7 @@ def ensure_first_version(registry: "Registry | Path | str | None" = None, ranks:
         log.info("registry %s serves nothing: training a first version on %d ranks", reg.root, ranks)
         out = run_mpi(ranks, "jobs.retrain", ["--registry", str(reg.root), "--epochs", str(epochs),
                                               "--no-progress", *extra_args], timeout=timeout)
-        log.info("first version: %s", out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "")
+        log.info("first version: %s", out.result)  # rank 0's result file
     version = reg.serving()
     if version is None:
         raise RegistryError(f"retraining ran but registry {reg.root} still serves nothing")

@@ -19,7 +19,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -67,29 +66,6 @@ class RunResult:
 Runner = Callable[[int], RunResult]  # gets the lock's file descriptor, to hand to the job
 
 
-def parse_result(stdout: str) -> dict[str, Any]:
-    """The retrain job's final JSON line (rank 0's), or {} when there is none."""
-    for line in reversed(stdout.strip().splitlines()):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
-    return {}
-
-
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Mismatch|Unavailable|"
-                             r"Exceeded|Interrupt)\b.*")
-
-
-def failure_reason(stderr: str, exit_code: int) -> str:
-    """The last exception line a rank printed (``ConfigError: bad setting ...``), else the code."""
-    for line in reversed(stderr.splitlines()):
-        if _EXCEPTION_LINE.match(line.strip()):
-            return line.strip()[:500]
-    return f"mpirun exited with code {exit_code}"
-
-
 class MpirunRetrain:
     """Runs the real job: ``mpirun -n ranks python -m jobs.retrain args`` within ``timeout_s``,
     on a gang the launcher reserves on Ray (:mod:`launcher.api`)."""
@@ -110,16 +86,17 @@ class MpirunRetrain:
                      " ".join(launcher.launch.command("jobs.retrain", self.args)))
             job = launcher.run("jobs.retrain", self.args, timeout_s=self.timeout_s, restarts=0,
                                pass_fds=(lock_fd,))
-        out, err = job.stdout, job.stderr
         if job.timed_out:
             return RunResult(job.exit_code, timed_out=True,
                              reason=f"gave up after {self.timeout_s:.0f}s (raise "
                                     f"FRAMESTREAM_CRON_JOB_TIMEOUT_S or --timeout)")
-        got = parse_result(out)
-        if job.exit_code != 0:
-            log.warning("retrain failed with exit code %d; stderr tail:\n%s", job.exit_code,
-                        err[-3000:])
-            return RunResult(job.exit_code, reason=failure_reason(err, job.exit_code))
+        if not job.ok:  # the first failing rank's own exception, from its error file
+            log.warning("retrain failed with exit code %d: %s\nmpirun's log tail:\n%s",
+                        job.exit_code, job.error.summary if job.error else job.reason,
+                        job.stderr[-3000:])
+            reason = job.error.summary if job.error else job.reason
+            return RunResult(job.exit_code or 1, reason=reason[:500])
+        got = job.result or {}  # rank 0's result file
         return RunResult(0, version=got.get("version"), promoted=got.get("promoted"),
                          reason=got.get("reason", ""))
 

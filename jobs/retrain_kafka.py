@@ -1,11 +1,12 @@
 """``spark-submit jobs/retrain_kafka.py --ranks 2 [-- retrain flags]``: retrain on labeled frames
 from Kafka, LINE's way.
 
-Launches ``mpirun -n N python jobs/retrain.py --source zmq``; a Spark job reads everything on the
+Reserves a gang of N ranks on Ray (like the cron and the stream) and starts
+``jobs/retrain.py --source zmq`` on it through the launcher; a Spark job reads everything on the
 ``labels`` topic now (image bytes with the true label in the ``fs-label`` header), decodes and
 resizes it with the stream's own ETL on the executors, and pushes training batches over ZeroMQ to
 the ranks; then the ranks train data-parallel and rank 0 publishes a registry version (promoted
-through the usual gate). Prints rank 0's JSON result with the feed counts.
+through the usual gate). Prints rank 0's result (its result file) with the feed counts.
 """
 
 from __future__ import annotations
@@ -29,15 +30,24 @@ from framestream.paths import state_dir
 def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_dir: str,
         timeout_s: float = 3600.0, client: ClientSettings | None = None,
         log_level: str | None = None) -> dict[str, Any]:
-    """Launch ``mpirun -n ranks python jobs/retrain.py --source zmq``, feed it the labels topic,
-    wait for it; returns rank 0's result with the feed counts added."""
+    """Reserve ``ranks`` on Ray, start ``jobs.retrain --source zmq`` on them, feed it the labels
+    topic, wait for it; returns rank 0's result file with the feed counts added.
+
+    The same gang as the cron's and the stream's (:class:`launcher.api.Launcher`;
+    FRAMESTREAM_RAY_ADDRESS names a shared cluster, FRAMESTREAM_LAUNCHER_* the gang's shape), run
+    to completion under :class:`~launcher.policy.CompletionPolicy` with no retry: the labels are
+    fed once, so a second try would wait for data that never comes. Raises RankFailed (the first
+    failing rank: rank, host, pid, exception, traceback), DeadlineExceeded, or FramestreamError
+    when the ranks exit 0 without a result.
+    """
     import subprocess
 
     from etl.decode import FrameLimits
     from etl.session import spark_session
-    from framestream.errors import DeadlineExceeded
-    from launcher.gang import parse_failure
-    from launcher.mpirun import die_with_parent, kill_group, mpi_env, mpirun_cmd
+    from framestream.errors import DeadlineExceeded, FramestreamError
+    from launcher.api import Launcher
+    from launcher.policy import CompletionPolicy, Finished
+    from launcher.settings import LauncherSettings
     from models.nets import DEFAULT_SPECS
     from framestream import endpoints as endpoints_mod
     from framestream.wire import CONTROL_TOKEN_ENV, new_control_token
@@ -47,33 +57,38 @@ def run(ranks: int, retrain_args: list[str], bootstrap: str, topic: str, work_di
     ep_file = work / "train-endpoints.json"
     before = endpoints_mod.read(ep_file)
     offsets = offset_range(bootstrap, topic)
-    cmd = mpirun_cmd(ranks, "jobs.retrain", ["--source", "zmq", "--feed-endpoints", str(ep_file),
-                                             "--data-range", json.dumps(
-                                                 {"topic": topic, **offsets}), *retrain_args])
+    args = ["--source", "zmq", "--feed-endpoints", str(ep_file),
+            "--data-range", json.dumps({"topic": topic, **offsets}), *retrain_args]
     token = new_control_token()  # for the ranks' environment and our END, nobody else
-    with open(work / "ranks.out", "wb") as out, open(work / "ranks.log", "wb") as err:
-        proc = subprocess.Popen(cmd, env=mpi_env({CONTROL_TOKEN_ENV: token}), stdout=out,
-                                stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=die_with_parent)
-    try:
-        published = endpoints_mod.wait_for(ep_file, 120, before.generation if before else -1)
-        spark = spark_session(log_level=log_level)
-        counts = feed(spark, bootstrap, topic, offsets, published, str(ep_file),
-                      DEFAULT_SPECS["fashion_cnn"].to_dict(), client or ClientSettings.load(),
-                      FrameLimits.load().model_dump(), control_token=token)
+    policy = CompletionPolicy(max_retries=0)
+    deadline = time.monotonic() + timeout_s
+    with Launcher("retrain-kafka", LauncherSettings.load(ranks=ranks),
+                  run_dir=work / "gang") as launcher:
+        policy.start()
+        job = launcher.start("jobs.retrain", args, env={CONTROL_TOKEN_ENV: token})
         try:
-            code = proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            raise DeadlineExceeded("retrain_kafka", f"the {ranks} training ranks to finish",
-                                   timeout_s, "--timeout") from None
-    finally:
-        if proc.poll() is None:
-            kill_group(proc)  # type: ignore[arg-type]
-    if code != 0:
-        raise parse_failure(code, (work / "ranks.log").read_text(errors="replace")[-3000:])
-    lines = (work / "ranks.out").read_text().strip().splitlines()
-    result = json.loads(lines[-1]) if lines else {}
+            try:
+                published = endpoints_mod.wait_for(ep_file, 120, before.generation if before else -1)
+            except DeadlineExceeded:
+                if job.poll() is not None:  # the ranks died before they listened: say why
+                    raise job.failure(job.wait()) from None
+                raise
+            counts = feed(spark_session(log_level=log_level), bootstrap, topic, offsets,
+                          published, str(ep_file),
+                          DEFAULT_SPECS["fashion_cnn"].to_dict(), client or ClientSettings.load(),
+                          FrameLimits.load().model_dump(), control_token=token)
+            try:
+                code = job.wait(max(0.001, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise DeadlineExceeded("retrain_kafka", f"the {ranks} training ranks to finish",
+                                       timeout_s, "--timeout") from None
+        finally:
+            job.stop()
+        result = job.result()
+        action = policy.exited(code, result is not None)
+        if not isinstance(action, Finished):
+            raise job.failure(code) if code else FramestreamError(getattr(action, "reason", ""))
+    assert result is not None
     result.update(feed=counts, data_range={"topic": topic, **offsets})
     return result
 

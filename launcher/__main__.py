@@ -124,15 +124,17 @@ def main(argv: list[str] | None = None) -> int:
             if a.command == "serve":
                 return _serve(launcher, a, rest, cancel)
             module = "jobs.retrain" if a.command == "retrain" else a.module
-            result = launcher.run(module, rest, timeout_s=a.job_timeout)
+            result = launcher.run(module, rest, timeout_s=a.job_timeout,
+                                  require_result=a.command == "retrain")
             sys.stdout.write(result.stdout)
-            if result.exit_code:
-                sys.stderr.write(result.stderr[-4000:])
+            if not result.ok:
+                sys.stderr.write(str(result.error) if result.error else result.stderr[-4000:])
             print(json.dumps({"gang": launcher.name, "exit_code": result.exit_code,
+                              "ok": result.ok, "result": result.result, "reason": result.reason,
                               "restarts": result.restarts, "timed_out": result.timed_out,
                               "reserve_s": launcher.gang.reserve_s if launcher.gang else None}),
                   file=sys.stderr)
-            return result.exit_code
+            return result.exit_code or (0 if result.ok else 1)
     except KeyboardInterrupt:
         print("interrupted: gang released", file=sys.stderr)
         return INTERRUPTED

@@ -7,30 +7,34 @@
 
     with Launcher("retrain", settings) as launcher:
         result = launcher.run("jobs.retrain", args, timeout_s=3600)       # JobResult
+        result.ok, result.result, result.error                           # rank 0's result file,
+                                                                         # the first failing rank
 
 Raises on entry: GangReservationTimeout (nothing reserved, the message says what was asked, what
 was free and which flag to change), DeadlineExceeded (holders did not start), GangCancelled.
-``run`` raises nothing for a failing job: its JobResult carries the exit code and the reports.
+``run`` raises nothing for a failing job: its JobResult carries the exit code, the first failing
+rank's error file and the reports (:mod:`framestream.run_files`; no stdout or stderr parsing).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from framestream.paths import state_dir
 from launcher.errors import RankFailed
-from launcher.gang import ServingGang, parse_failure
-from launcher.mpirun import GangLaunch, die_with_parent, kill_group
-from launcher.policy import GiveUp, Launch, SupervisionPolicy, Wait
+from launcher.gang import ServingGang
+from launcher.mpirun import GangLaunch, MpiJob, start_ranks
+from launcher.policy import CompletionPolicy, GiveUp, Launch, State, SupervisionPolicy, Wait
 from launcher.ray_cluster import RaySettings, connect
 from launcher.ray_gang import RayGang
 from launcher.records import GangRecord
@@ -42,7 +46,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class JobResult:
-    """How a run-to-completion gang ended (the last launch's output)."""
+    """How a run-to-completion gang ended: the last launch's exit code, rank 0's result file
+    (``result``), its first failing rank (``error``: rank, host, pid, exception, traceback),
+    every failed try's report, why the policy gave up, and mpirun's output for humans."""
 
     exit_code: int
     stdout: str = ""
@@ -50,6 +56,10 @@ class JobResult:
     restarts: int = 0
     reports: list[RankFailed] = field(default_factory=list)
     timed_out: bool = False
+    result: dict[str, Any] | None = None
+    error: RankFailed | None = None
+    reason: str = ""
+    ok: bool = False
 
 
 class Launcher:
@@ -154,61 +164,73 @@ class Launcher:
                     k.update(pid=by_rank[k["rank"]].pid, endpoint=by_rank[k["rank"]].endpoint)
         self._update(state=gang.policy.state.value, generation=gang.generation,
                      restarts=gang.restarts, ranks=ranks, endpoints_file=str(gang.endpoints_file),
-                     failures=[str(r).splitlines()[0] for r in gang.reports])
+                     failures=[r.summary for r in gang.reports])
 
     # -- run to completion ---------------------------------------------------------------------
 
+    def start(self, module: str, args: Sequence[str] = (), *, attempt: int = 1,
+              env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()) -> MpiJob:
+        """Start ``python -m module args`` on the gang and return at once (the caller waits):
+        for a job that must be fed while it runs (``jobs/retrain_kafka.py``). Its run files and
+        output are in ``<run_dir>/launch-<attempt>``."""
+        folder = self.run_dir / f"launch-{attempt}"
+        shutil.rmtree(folder, ignore_errors=True)  # a name reused: never read an old result
+        job = start_ranks(module, args, launch=self.launch, env=env, run_dir=folder,
+                          pass_fds=pass_fds)
+        log.info("gang %s: %s (run files in %s)", self.name, " ".join(job.cmd), folder)
+        return job
+
     def run(self, module: str, args: Sequence[str] = (), *, timeout_s: float,
-            restarts: int | None = None, pass_fds: Sequence[int] = ()) -> JobResult:
-        """Run ``mpirun ... python -m module args`` on the gang until it exits 0, relaunching a
-        failed job up to ``restarts`` times (default: the ``restarts`` setting) with backoff."""
+            restarts: int | None = None, pass_fds: Sequence[int] = (),
+            env: Mapping[str, str] | None = None, require_result: bool = True) -> JobResult:
+        """Run ``mpirun ... python -m module args`` on the gang to completion, under the
+        :class:`~launcher.policy.CompletionPolicy`: done when it exits 0 and rank 0 wrote its
+        result file (``require_result``); a failure is retried up to ``restarts`` times (default:
+        the ``restarts`` setting) with backoff, all within ``timeout_s``. Raises nothing for a
+        failing job: the JobResult carries the result, the first failing rank and the reason."""
         s = self.settings
-        policy = SupervisionPolicy(max_restarts=s.restarts if restarts is None else restarts,
-                                   backoff_s=s.backoff_s, backoff_max_s=s.backoff_max_s,
-                                   jitter=s.jitter)
+        policy = CompletionPolicy(max_retries=s.restarts if restarts is None else restarts,
+                                  backoff_s=s.backoff_s, backoff_max_s=s.backoff_max_s,
+                                  jitter=s.jitter, require_result=require_result)
         deadline = time.monotonic() + timeout_s
         reports: list[RankFailed] = []
-        action = policy.start(0)
+        action = policy.start()
         result = JobResult(-1)
         while isinstance(action, Launch):
-            self._update(state="running", generation=action.generation, restarts=policy.restarts)
-            result = self._run_once(module, args, deadline - time.monotonic(), pass_fds)
-            policy.published(action.generation)
+            self._update(state="running", generation=action.generation, restarts=policy.retries)
+            result = self._run_once(self.start(module, args, attempt=action.generation, env=env,
+                                               pass_fds=pass_fds), deadline)
             if result.timed_out:
+                action = policy.timed_out(timeout_s, "the job timeout (--timeout)")
                 break
-            report = parse_failure(result.exit_code, result.stderr[-4000:]) if result.exit_code else None
-            if report is not None:
-                reports.append(report)
-                log.error("gang %s failed: %s", self.name, str(report).splitlines()[0])
-                self._update(failures=[str(r).splitlines()[0] for r in reports])
-            action = policy.exited(result.exit_code, str(report or ""))
+            if result.error is not None:
+                reports.append(result.error)
+                log.error("gang %s failed: %s", self.name, result.error.summary)
+                self._update(failures=[r.summary for r in reports])
+            action = policy.exited(result.exit_code, result.result is not None,
+                                   result.error.summary if result.error else "")
             if isinstance(action, Wait):
                 if self.cancel.wait(min(action.seconds, max(0.0, deadline - time.monotonic()))):
                     break
-                action = policy.backoff_done()
+                action = (policy.timed_out(timeout_s, "the job timeout (--timeout)")
+                          if time.monotonic() >= deadline else policy.backoff_done())
         if isinstance(action, GiveUp):
             log.error("%s", action.reason)
-        result.restarts, result.reports = policy.restarts, reports
-        self._update(state="done" if result.exit_code == 0 else "failed", restarts=policy.restarts)
+            result.reason = action.reason
+        result.restarts, result.reports = policy.retries, reports
+        result.ok = policy.state is State.SUCCEEDED
+        self._update(state="done" if result.ok else "failed", restarts=policy.retries)
         return result
 
-    def _run_once(self, module: str, args: Sequence[str], timeout_s: float,
-                  pass_fds: Sequence[int]) -> JobResult:
-        cmd = self.launch.command(module, args)
-        log.info("gang %s: %s", self.name, " ".join(cmd))
-        proc = subprocess.Popen(cmd, env=self.launch.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                start_new_session=True, pass_fds=tuple(pass_fds),
-                                preexec_fn=die_with_parent)
+    def _run_once(self, job: MpiJob, deadline: float) -> JobResult:
         try:
-            out, err = proc.communicate(timeout=max(0.001, timeout_s))
+            code = job.wait(max(0.001, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            kill_group(proc)
-            out, err = proc.communicate()
-            return JobResult(proc.returncode if proc.returncode is not None else -9, out, err,
-                             timed_out=True)
+            job.stop()
+            return JobResult(job.proc.returncode if job.proc.returncode is not None else -9,
+                             job.stdout(), job.log_tail(1 << 20), timed_out=True)
         except BaseException:  # Ctrl-C: the ranks go first, then the reservation (in release)
-            kill_group(proc)
+            job.stop()
             raise
-        return JobResult(proc.returncode, out, err)
-
+        return JobResult(code, job.stdout(), job.log_tail(1 << 20), result=job.result(),
+                         error=job.failure(code) if code else None)

@@ -25,19 +25,37 @@ class GangReservationTimeout(DeadlineExceeded):
 
 
 class RankFailed(FramestreamError):
-    """An MPI job ended with a failure. Carries rank, host, pid, exit code and stderr tail."""
+    """An MPI job ended with a failure: the first failing rank (rank, host, pid), mpirun's exit
+    code, and -- from that rank's error file (:mod:`framestream.run_files`) -- its exception and
+    traceback, or the signal that killed it; plus the tail of mpirun's log for humans."""
 
     exit_status = 3  # an entry point ended by it: the ranks failed (framestream/exits.py)
 
     def __init__(self, exit_code: int, stderr_tail: str, rank: int | None = None,
-                 host: str | None = None, pid: int | None = None) -> None:
+                 host: str | None = None, pid: int | None = None, *, message: str = "",
+                 callstack: str = "", signal: int | None = None,
+                 also_failed: list[int] | None = None) -> None:
         who = f"rank {rank}" if rank is not None else "an MPI rank"
         where = f" on {host}" if host else ""
         pid_s = f" (pid {pid})" if pid else ""
-        super().__init__(f"{who}{where}{pid_s} failed with exit code {exit_code}\n"
-                         f"--- stderr tail:\n{stderr_tail}")
+        how = f"was killed by signal {signal}" if signal else f"failed with exit code {exit_code}"
+        text = f"{who}{where}{pid_s} {how}"
+        if message:
+            text += f": {message}"
+        if also_failed:
+            text += f" (then ranks {also_failed} failed too)"
+        if callstack:
+            text += f"\n--- traceback of {who}:\n{callstack.rstrip()}"
+        super().__init__(f"{text}\n--- mpirun's log tail:\n{stderr_tail}")
         self.exit_code, self.stderr_tail = exit_code, stderr_tail
         self.rank, self.host, self.pid = rank, host, pid
+        self.message, self.callstack, self.signal = message, callstack, signal
+        self.also_failed = list(also_failed or [])
+
+    @property
+    def summary(self) -> str:
+        """One line: who failed and why (the exception's own line when a rank wrote one)."""
+        return str(self).splitlines()[0]
 
 
 def _sum(bundles: list[dict[str, float]]) -> dict[str, float]:

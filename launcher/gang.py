@@ -10,8 +10,6 @@ jittered backoff the gang is launched again with a new generation, up to ``max_r
 from __future__ import annotations
 
 import logging
-import re
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,34 +17,11 @@ from pathlib import Path
 
 from framestream.errors import DeadlineExceeded, FramestreamError
 from launcher.errors import RankFailed
-from launcher.mpirun import GangLaunch, die_with_parent, kill_group, mpi_env, mpirun_cmd
+from launcher.mpirun import GangLaunch, MpiJob, start_ranks
 from launcher.policy import GiveUp, Launch, State, SupervisionPolicy, Terminate, Wait
 from framestream import endpoints
 
 log = logging.getLogger(__name__)
-
-_NOTICED = re.compile(r"process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+)")
-_ABORTED = re.compile(r"\[rank (\d+) on (\S+) pid (\d+)\] failed")
-
-
-def parse_failure(code: int, stderr_tail: str,
-                  published: endpoints.EndpointSet | None = None) -> RankFailed:
-    """Turn mpirun's exit and stderr into a report naming the rank, host and pid when known.
-
-    OpenMPI 4 often says "PID 0" for a killed rank; the pid then comes from the endpoint set the
-    ranks published.
-    """
-    for pattern, order in ((_NOTICED, ("rank", "pid", "host")), (_ABORTED, ("rank", "host", "pid"))):
-        m = pattern.search(stderr_tail)
-        if m:
-            found = dict(zip(order, m.groups()))
-            rank, host, pid = int(found["rank"]), found["host"], int(found["pid"])
-            if published is not None and not pid:
-                known = next((r for r in published.ranks if r.rank == rank), None)
-                pid, host = (known.pid, known.host) if known else (pid, host)
-            return RankFailed(code, stderr_tail, rank, host, pid)
-    return RankFailed(code, stderr_tail)
-
 
 class ServingGang:
     def __init__(self, ranks: int, serve_args: Sequence[str], endpoints_file: Path, log_dir: Path,
@@ -71,7 +46,7 @@ class ServingGang:
         self.on_change = on_change
         self.reports: list[RankFailed] = []
         self.error: FramestreamError | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._job: MpiJob | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -96,18 +71,15 @@ class ServingGang:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         args = [*self.serve_args, "--endpoints-file", str(self.endpoints_file),
                 "--generation", str(generation)]
-        if self.launch is not None:
-            cmd, env = self.launch.command("mpi_workers.serve", args), self.launch.env()
-        else:
-            cmd, env = mpirun_cmd(self.ranks, "mpi_workers.serve", args, hostfile=self.hostfile), mpi_env()
-        with open(self._log_path(generation), "wb") as out:
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=die_with_parent)
+        where = {"launch": self.launch} if self.launch else {"hostfile": self.hostfile}
+        job = start_ranks("mpi_workers.serve", args, n=self.ranks, **where,
+                          run_dir=self.log_dir / f"gen{generation}",
+                          output=self._log_path(generation))
+        proc = job.proc
         with self._lock:
-            self._proc = proc
+            self._job = job
             if self._stopped.is_set():
-                kill_group(proc)  # type: ignore[arg-type]
+                job.stop()
                 return False
         log.info("launched %d ranks, generation %d (pid %d, log %s)", self.ranks, generation,
                  proc.pid, self._log_path(generation))
@@ -123,7 +95,7 @@ class ServingGang:
             if proc.poll() is not None or self._stopped.is_set():
                 return False
             if time.monotonic() > deadline:
-                kill_group(proc)  # type: ignore[arg-type]
+                job.stop()
                 raise DeadlineExceeded("the rank launcher", f"{self.ranks} ranks of generation "
                                        f"{generation} to publish endpoints", self.start_timeout_s,
                                        self.start_timeout_setting,
@@ -149,8 +121,9 @@ class ServingGang:
         action = self.policy.start(previous.generation if previous else 0)
         assert isinstance(action, Launch)
         if not self._launch(action.generation):
-            code = self._proc.wait() if self._proc else -1
-            raise parse_failure(code, self._tail(action.generation))
+            if self._job is None:
+                raise FramestreamError("the ranks were stopped before they came up")
+            raise self._job.failure(self._job.wait())
         self._watcher = threading.Thread(target=self._watch, name="rank-supervisor", daemon=True)
         self._watcher.start()
         current = endpoints.read(self.endpoints_file)
@@ -159,18 +132,16 @@ class ServingGang:
 
     def _watch(self) -> None:
         while True:
-            proc = self._proc
-            assert proc is not None
-            code = proc.wait()
+            job = self._job
+            assert job is not None
+            code = job.wait()
             with self._lock:
                 generation = self.policy.generation
-                report = parse_failure(code, self._tail(generation),
-                                       endpoints.read(self.endpoints_file)) if code else None
+                report = job.failure(code, endpoints.read(self.endpoints_file)) if code else None
                 if report and self.policy.state is not State.STOPPING:
                     self.reports.append(report)
-                    log.error("ranks of generation %d failed: %s", generation,
-                              str(report).splitlines()[0])
-                action = self.policy.exited(code, str(report or ""))
+                    log.error("ranks of generation %d failed: %s", generation, report.summary)
+                action = self.policy.exited(code, report.summary if report else "")
             self._changed()
             if isinstance(action, GiveUp):
                 self.error = FramestreamError(action.reason)
@@ -192,8 +163,8 @@ class ServingGang:
         with self._lock:
             self._stopped.set()
             action = self.policy.stop()
-            proc = self._proc
-        if isinstance(action, Terminate) and proc is not None and proc.poll() is None:
-            kill_group(proc, grace=timeout)  # type: ignore[arg-type]
+            job = self._job
+        if isinstance(action, Terminate) and job is not None:
+            job.stop(grace=timeout)
         if self._watcher is not None:
             self._watcher.join(timeout)

@@ -1,4 +1,10 @@
-"""Build and run ``mpirun`` command lines for the project's one MPI (Debian's OpenMPI).
+"""The one module that starts ``mpirun`` (the project's one MPI: Debian's OpenMPI).
+
+:func:`start_ranks` starts ranks (on this machine, a hostfile or a Ray reservation's
+:class:`GangLaunch`) and returns an :class:`MpiJob`; :func:`run_mpi` runs a job to completion.
+Every launch gets a fresh 0700 folder for the ranks' result and error files
+(:mod:`framestream.run_files`), which is how results and failures come back. Nothing else in the
+tree spawns mpirun (tests/unit/test_one_mpirun_spawner.py checks).
 
 Everything a caller needs to start ranks on this machine or on a hostfile: the root-permission
 variables OpenMPI wants, ``--oversubscribe`` past the core count, no core binding (ranks size their
@@ -7,21 +13,30 @@ own thread pools), and the venv's Python so ranks import the same packages as th
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from framestream import run_files
 from framestream.errors import DeadlineExceeded, ServiceError
+from framestream.paths import state_dir
 from launcher.errors import RankFailed
 
 if TYPE_CHECKING:
+    from framestream.endpoints import EndpointSet
     from launcher.layout import MpiLayout
+
+log = logging.getLogger(__name__)
 
 
 def mpirun_path() -> str:
@@ -29,6 +44,17 @@ def mpirun_path() -> str:
     if not path:
         raise ServiceError("no `mpirun` on PATH: run `make setup` (installs Debian's openmpi-bin)")
     return path
+
+
+def mpirun_version() -> str:
+    """OpenMPI's version (``mpirun --version``), "missing" without mpirun, "unknown" when unsaid."""
+    try:
+        out = subprocess.run([mpirun_path(), "--version"], capture_output=True, text=True,
+                             timeout=20, stdin=subprocess.DEVNULL)
+    except (ServiceError, OSError, subprocess.TimeoutExpired):
+        return "missing"
+    m = re.search(r"Open MPI\)? ([\d.]+)", out.stdout + out.stderr)
+    return m.group(1) if m else "unknown"
 
 
 def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -115,7 +141,8 @@ class GangLaunch:
     def exports(self) -> list[str]:
         from framestream.wire import CONTROL_TOKEN_ENV
 
-        names = set(self.layout.env) | {CONTROL_TOKEN_ENV}  # ranks on other nodes
+        # what ranks on other nodes need too (their run files stay on their node)
+        names = set(self.layout.env) | {CONTROL_TOKEN_ENV, run_files.RUN_DIR_ENV}
         if "PYTHONPATH" in os.environ:  # the user's own, as local ranks see it; never the checkout
             names.add("PYTHONPATH")
         names |= {k for k in os.environ if k.startswith("FRAMESTREAM_")}
@@ -125,25 +152,177 @@ class GangLaunch:
         return mpi_env({**self.layout.env, **(extra or {})})
 
 
-def run_mpi(n: int, module: str, args: Sequence[str] = (), *, timeout: float,
-            env: Mapping[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
-    """Run an MPI job to completion within ``timeout`` seconds; raise RankFailed on failure.
+class MpiJob:
+    """One running ``mpirun`` (in its own process group) and its per-launch folder.
 
-    mpirun runs in its own process group, so a timeout takes down every rank with it.
+    The folder (mode 0700) is named to the ranks in ``FRAMESTREAM_RUN_DIR``: rank 0 writes its
+    result there, a raising rank its error file (:mod:`framestream.run_files`). mpirun's stdout
+    and stderr go to files there too (or to ``output``), for humans; results and errors are read
+    from the run files, never parsed out of them.
     """
-    cmd = mpirun_cmd(n, module, args, **kw)  # type: ignore[arg-type]
-    proc = subprocess.Popen(cmd, env=mpi_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+
+    def __init__(self, cmd: list[str], proc: subprocess.Popen[bytes], run_dir: Path,
+                 stdout_path: Path, stderr_path: Path) -> None:
+        self.cmd, self.proc, self.run_dir = cmd, proc, run_dir
+        self.stdout_path, self.stderr_path = stdout_path, stderr_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """mpirun's exit code; ``subprocess.TimeoutExpired`` when it is still running."""
+        return self.proc.wait(timeout)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM every rank (the process group), SIGKILL after ``grace`` seconds."""
+        if self.proc.poll() is None:
+            kill_group(self.proc, grace)  # type: ignore[arg-type]
+
+    def stdout(self) -> str:
+        return _read(self.stdout_path)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of mpirun's stderr (with stdout, when both go to one file)."""
+        return _read(self.stderr_path)[-chars:]
+
+    def result(self) -> dict[str, Any] | None:
+        """Rank 0's result file; None when it wrote none (or an unreadable one, logged)."""
+        try:
+            return run_files.read_result(self.run_dir)
+        except (OSError, ValueError) as exc:
+            log.error("result file of %s unreadable: %s", self.run_dir, exc)
+            return None
+
+    def failure(self, code: int, published: "EndpointSet | None" = None) -> RankFailed:
+        """What the caller sees of a failed launch: the first failing rank's error file (rank,
+        host, pid, exception, traceback) with mpirun's exit code; without one (a rank killed by
+        a signal writes nothing) mpirun's own notice of the dead rank; else the exit code."""
+        tail = self.log_tail()
+        errors = run_files.read_errors(self.run_dir)
+        if errors:
+            first = errors[0]
+            others = sorted({e.rank for e in errors[1:]})
+            return RankFailed(code, tail, first.rank, first.host, first.pid,
+                              message=first.message, callstack=first.callstack,
+                              also_failed=others)
+        return mpirun_notice(code, tail, published)
+
+
+def _read(path: Path) -> str:
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(proc)
-        out, err = proc.communicate()
-        raise DeadlineExceeded("run_mpi", f"`mpirun -n {n} python -m {module}` to finish",
-                               timeout, detail=err[-2000:]) from None
-    if proc.returncode != 0:
-        raise RankFailed(proc.returncode, err[-4000:])
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def new_run_dir(parent: Path | None = None, prefix: str = "run-") -> Path:
+    """A fresh folder only we can read (0700), for one launch's run files."""
+    if parent is not None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
+def start_ranks(module: str, args: Sequence[str] = (), *, n: int | None = None,
+                launch: GangLaunch | None = None, env: Mapping[str, str] | None = None,
+                run_dir: Path | None = None, output: Path | None = None,
+                pass_fds: Sequence[int] = (), cwd: Path | None = None,
+                **cmd_kw: Any) -> MpiJob:
+    """Start ``mpirun ... python -m module args``: the project's one way to start ranks.
+
+    On a Ray reservation (``launch``) or on this machine / a hostfile (``n`` and
+    :func:`mpirun_cmd`'s keywords). ``env``: extra variables for mpirun and the ranks (a
+    ``FRAMESTREAM_CONTROL_TOKEN`` here is the caller's own; else a fresh one, see
+    :func:`mpi_env`). ``run_dir``: the launch's folder (made 0700; default: a new temporary one
+    under the state dir); ``output``: one file for mpirun's stdout and stderr (default:
+    ``stdout.log`` and ``mpirun.log`` in the run folder). mpirun gets its own process group and
+    SIGTERM when this process dies.
+    """
+    if run_dir is None:
+        run_dir = new_run_dir(state_dir() / "runs")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    run_dir.chmod(0o700)
+    run_files.clear(run_dir)  # a reused folder (a log dir, generation 1 again) starts empty
+    extra = {**(env or {}), run_files.RUN_DIR_ENV: str(run_dir)}
+    if launch is not None:
+        cmd, full_env = launch.command(module, args, **cmd_kw), launch.env(extra)
+    else:
+        if n is None:
+            raise ValueError("start_ranks needs n (ranks on this machine) or launch (a gang)")
+        cmd, full_env = mpirun_cmd(n, module, args, **cmd_kw), mpi_env(extra)
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        stdout_path = stderr_path = Path(output)
+    else:
+        stdout_path, stderr_path = run_dir / "stdout.log", run_dir / "mpirun.log"
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(open(stdout_path, "ab"))
+        err = out if stderr_path == stdout_path else files.enter_context(open(stderr_path, "ab"))
+        proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                pass_fds=tuple(pass_fds), cwd=cwd, preexec_fn=die_with_parent)
+    log.debug("mpirun pid %d: %s (run files in %s)", proc.pid, " ".join(cmd), run_dir)
+    return MpiJob(cmd, proc, run_dir, stdout_path, stderr_path)
+
+
+@dataclass(frozen=True)
+class MpiOutcome:
+    """A job run to completion by :func:`run_mpi`: rank 0's result file and mpirun's output."""
+
+    cmd: list[str]
+    returncode: int
+    result: dict[str, Any] | None
+    stdout: str
+    stderr: str
+
+
+def run_mpi(n: int, module: str, args: Sequence[str] = (), *, timeout: float,
+            env: Mapping[str, str] | None = None, **kw: Any) -> MpiOutcome:
+    """Run an MPI job on this machine to completion within ``timeout`` seconds.
+
+    Raises :class:`RankFailed` (the first failing rank's error file: rank, host, pid, exception,
+    traceback) when it fails, :class:`DeadlineExceeded` when it runs out of time (every rank is
+    stopped first). Its run folder is removed once read.
+    """
+    run_dir = new_run_dir(state_dir() / "runs")
+    try:
+        job = start_ranks(module, args, n=n, env=env, run_dir=run_dir, **kw)
+        try:
+            code = job.wait(timeout)
+        except subprocess.TimeoutExpired:
+            job.stop()
+            raise DeadlineExceeded("run_mpi", f"`mpirun -n {n} python -m {module}` to finish",
+                                   timeout, detail=job.log_tail(2000)) from None
+        except BaseException:
+            job.stop()
+            raise
+        if code != 0:
+            raise job.failure(code)
+        return MpiOutcome(job.cmd, code, job.result(), job.stdout(), job.log_tail(1 << 20))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+_NOTICED = re.compile(r"process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+)")
+
+
+def mpirun_notice(code: int, log_tail: str,
+                  published: "EndpointSet | None" = None) -> RankFailed:
+    """A failure no rank could write down (killed by a signal): mpirun's own notice names the
+    rank, pid and host ("process rank 1 with PID 42 on node n exited on signal 9"). OpenMPI 4
+    often says "PID 0"; the pid then comes from the endpoint set the ranks published."""
+    m = _NOTICED.search(log_tail)
+    if not m:
+        return RankFailed(code, log_tail)
+    rank, pid, host, sig = int(m[1]), int(m[2]), m[3], int(m[4])
+    if published is not None and not pid:
+        known = next((r for r in published.ranks if r.rank == rank), None)
+        pid, host = (known.pid, known.host) if known else (pid, host)
+    return RankFailed(code, log_tail, rank, host, pid, signal=sig)
 
 
 def kill_group(proc: subprocess.Popen[str], grace: float = 5.0) -> None:

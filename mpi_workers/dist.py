@@ -114,7 +114,8 @@ def init_torch_distributed(comm: "Intracomm | None" = None, backend: str | None 
 
 
 def abort_on_error(fn: F) -> F:
-    """Wrap a rank's main: an exception is printed with the rank and host, then MPI_Abort ends the
+    """Wrap a rank's main: an exception is written to this rank's error file for the launcher
+    (:mod:`framestream.run_files`) and printed with the rank and host, then MPI_Abort ends the
     whole job with status 1, so no other rank hangs waiting for this one."""
 
     @functools.wraps(fn)
@@ -123,8 +124,11 @@ def abort_on_error(fn: F) -> F:
             return fn(*args, **kwargs)
         except SystemExit:
             raise
-        except BaseException:
+        except BaseException as exc:
+            from framestream.run_files import write_error
+
             comm = world()
+            write_error(exc, comm.rank)  # the launcher's report (framestream.run_files)
             sys.stderr.write(f"[rank {comm.rank} on {socket.gethostname()} pid {os.getpid()}] "
                              f"failed:\n{traceback.format_exc()}")
             sys.stderr.flush()

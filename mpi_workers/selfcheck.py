@@ -1,7 +1,7 @@
 """``mpirun -n N python -m mpi_workers.selfcheck``: prove MPI and torch.distributed work.
 
 Every rank contributes ``[rank + 1] * 4``; the sums come back through an MPI allreduce and a
-torch.distributed (gloo) allreduce bootstrapped from MPI. Rank 0 prints one JSON line.
+torch.distributed (gloo) allreduce bootstrapped from MPI. Rank 0 prints one JSON line and writes it as its result file.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import json
 import socket
 import sys
 
+from framestream.run_files import write_result
 from mpi_workers.dist import abort_on_error, init_torch_distributed, world
 
 
@@ -39,9 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     hosts = comm.gather(socket.gethostname(), root=0)
     dist.destroy_process_group()
     if comm.rank == 0:
-        print(json.dumps({"world_size": comm.size, "mpi_allreduce": total.tolist(),
-                          "torch_allreduce": tensor.tolist(), "torch_backend": backend,
-                          "hosts": hosts, "mpi": MPI.Get_library_version().strip("\x00").splitlines()[0]}))
+        result = {"world_size": comm.size, "mpi_allreduce": total.tolist(),
+                  "torch_allreduce": tensor.tolist(), "torch_backend": backend,
+                  "hosts": hosts, "mpi": MPI.Get_library_version().strip("\x00").splitlines()[0]}
+        write_result(result)  # for the launcher (framestream.run_files)
+        print(json.dumps(result))
         sys.stdout.flush()
 
 

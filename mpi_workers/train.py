@@ -27,6 +27,7 @@ import numpy as np
 
 from framestream.errors import ConfigError
 from framestream.flags import add_settings, dest, from_args
+from framestream.run_files import write_result
 from mpi_workers.dist import abort_on_error, world
 from mpi_workers.train_publish import publish, warm_start
 from mpi_workers.train_settings import HOLDOUT, RunOptions, TrainSettings
@@ -269,6 +270,7 @@ def train(s: TrainSettings, opts: RunOptions) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     settings, opts = parse_args(argv)
     result = train(settings, opts)
-    if result is not None:
+    if result is not None:  # rank 0: the launcher reads the file, a human the line
+        write_result(result)
         print(json.dumps(result), flush=True)
     return 0

@@ -3,7 +3,6 @@ published, killed (process group) when the block ends."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,12 +11,12 @@ from pathlib import Path
 from framestream import endpoints
 from framestream.endpoints import EndpointSet
 from framestream.paths import REPO
-from launcher.mpirun import kill_group, mpi_env, mpirun_cmd
+from launcher.mpirun import MpiJob, start_ranks
 
 
 @dataclass
 class ServingRanks:
-    proc: subprocess.Popen
+    proc: MpiJob  # the mpirun job (poll, wait, stop, its run files)
     published: EndpointSet
     endpoints_file: Path
     log: Path
@@ -32,13 +31,11 @@ def serving_ranks(tmp_path: Path, registry: Path, n: int = 2, extra: tuple[str, 
     """Start ``n`` serving ranks on ``registry`` (1 thread each, metrics on free ports) and wait
     at most ``timeout_s`` for their endpoints; the ranks' log is in the error when they fail."""
     ep = tmp_path / "ep.json"
-    cmd = mpirun_cmd(n, "mpi_workers.serve", ["--registry", str(registry), "--threads", "1",
-                                              "--endpoints-file", str(ep), "--metrics-port", "0",
-                                              *extra])
     log = tmp_path / "ranks.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=mpi_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=REPO)
+    proc = start_ranks("mpi_workers.serve", ["--registry", str(registry), "--threads", "1",
+                                             "--endpoints-file", str(ep), "--metrics-port", "0",
+                                             *extra], n=n, output=log, run_dir=tmp_path / "run",
+                       cwd=REPO)
     try:
         try:
             published = endpoints.wait_for(ep, timeout_s)
@@ -47,4 +44,4 @@ def serving_ranks(tmp_path: Path, registry: Path, n: int = 2, extra: tuple[str, 
                                  f"{log.read_text(errors='replace')[-4000:]}") from None
         yield ServingRanks(proc, published, ep, log)
     finally:
-        kill_group(proc)
+        proc.stop()

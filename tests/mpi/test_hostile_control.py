@@ -8,7 +8,6 @@ the code that starts mpirun puts in the ranks' environment alone.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import msgpack
@@ -18,7 +17,7 @@ import zmq
 
 from etl.feed import end_feed
 from framestream.paths import REPO
-from launcher.mpirun import kill_group, mpi_env, mpirun_cmd
+from launcher.mpirun import MpiJob, start_ranks
 from framestream import endpoints
 from framestream.wire import (CONTROL_TOKEN_ENV, VERSION, Message, Op, decode, encode,
                                   new_control_token)
@@ -58,11 +57,9 @@ class Stranger:
         self.ctx.destroy(linger=0)
 
 
-def start(tmp_path: Path, module: str, args: list[str], token: str) -> subprocess.Popen:
-    cmd = mpirun_cmd(2, module, args)
-    with open(tmp_path / "ranks.log", "wb") as log:
-        return subprocess.Popen(cmd, env=mpi_env({CONTROL_TOKEN_ENV: token}), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+def start(tmp_path: Path, module: str, args: list[str], token: str) -> MpiJob:
+    return start_ranks(module, args, n=2, env={CONTROL_TOKEN_ENV: token},
+                       output=tmp_path / "ranks.log", run_dir=tmp_path / "run", cwd=REPO)
 
 
 def test_crafted_specs_and_a_strangers_shutdown_leave_the_serving_gang_up(tmp_path: Path) -> None:
@@ -91,8 +88,7 @@ def test_crafted_specs_and_a_strangers_shutdown_leave_the_serving_gang_up(tmp_pa
     finally:
         if stranger is not None:
             stranger.close()
-        if proc.poll() is None:
-            kill_group(proc)
+        proc.stop()
     log = (tmp_path / "ranks.log").read_text(errors="replace")
     assert token not in log
 
@@ -127,6 +123,5 @@ def test_training_ranks_refuse_crafted_train_and_a_strangers_end(tmp_path: Path)
     finally:
         if stranger is not None:
             stranger.close()
-        if proc.poll() is None:
-            kill_group(proc)
+        proc.stop()
     assert token not in (tmp_path / "ranks.log").read_text(errors="replace")

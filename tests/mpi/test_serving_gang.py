@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from etl.client import ClientSettings, RankClient
-from launcher.gang import ServingGang, parse_failure
+from launcher.gang import ServingGang
+from launcher.mpirun import mpirun_notice
 from launcher.policy import State, SupervisionPolicy
 from framestream import endpoints
 
@@ -58,13 +59,14 @@ def test_gang_serves_and_is_relaunched_after_a_rank_is_killed(tmp_path: Path) ->
     assert gang.policy.state is State.STOPPED
 
 
-def test_parse_failure_finds_rank_host_and_pid() -> None:
+def test_mpirun_notice_names_a_rank_killed_by_a_signal() -> None:
+    """A SIGKILLed rank writes no error file: mpirun's own notice is all there is."""
     tail = ("mpirun noticed that process rank 1 with PID 4242 on node box7 exited on signal 9 "
             "(Killed).")
-    f = parse_failure(137, tail)
-    assert (f.rank, f.pid, f.host, f.exit_code) == (1, 4242, "box7", 137)
-    g = parse_failure(1, "[rank 0 on box2 pid 77] failed:\nTraceback ...\nValueError: x")
-    assert (g.rank, g.host, g.pid) == (0, "box2", 77) and "ValueError: x" in str(g)
+    f = mpirun_notice(137, tail)
+    assert (f.rank, f.pid, f.host, f.exit_code, f.signal) == (1, 4242, "box7", 137, 9)
+    assert "killed by signal 9" in f.summary
+    assert mpirun_notice(1, "nothing useful").rank is None
     published = endpoints.EndpointSet(3, (endpoints.RankEndpoint(1, "tcp://h:1", "box9", 555),))
-    h = parse_failure(137, tail.replace("4242", "0"), published)  # OpenMPI 4 often says PID 0
+    h = mpirun_notice(137, tail.replace("4242", "0"), published)  # OpenMPI 4 often says PID 0
     assert (h.rank, h.pid, h.host) == (1, 555, "box9")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,9 @@ HOLDOUT = 2000  # the first 2000 test images: a named holdout of its own, quick 
 def _retrain(registry: Path, ckpt: Path, *extra: str, n: int = 2) -> dict:
     args = ["--max-train", "2000", "--epochs", "2", "--holdout-limit", str(HOLDOUT),
             "--registry", str(registry), "--checkpoint-dir", str(ckpt), "--no-progress", *extra]
-    out = run_mpi(n, "jobs.retrain", args, timeout=120).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    got = run_mpi(n, "jobs.retrain", args, timeout=120).result  # rank 0's result file
+    assert got is not None
+    return got
 
 
 def test_stop_resume_publish_and_the_published_weights_are_the_evaluated_ones(tmp_path: Path) -> None:
@@ -85,9 +85,9 @@ def test_ensure_first_version_trains_once_then_returns_the_serving_manifest(tmp_
     # A tiny learning rate keeps it near where it started: v0001's accuracy, not chance (0.1).
     out = run_mpi(2, "jobs.retrain", ["--registry", str(reg.root), "--epochs", "1", "--warm-start",
                                       "--lr", "1e-6", "--no-promote", "--no-progress", *extra],
-                  timeout=120).stdout
-    got = json.loads(out.strip().splitlines()[-1])
-    assert got["version"] == "v0002" and got["promoted"] is False and reg.serving() == "v0001"
+                  timeout=120)
+    got = out.result
+    assert got is not None and got["version"] == "v0002" and got["promoted"] is False and reg.serving() == "v0001"
     assert reg.manifest("v0002").parent == "v0001"
     assert got["holdout_accuracy"] == pytest.approx(m.holdout_accuracy, abs=0.05)
     assert m.holdout_accuracy > 0.3

@@ -57,13 +57,30 @@ def test_two_bundle_gang_runs_mpirun_on_its_reservation_and_gives_it_back(ray_lo
         hostfile = launcher.launch.hostfile.read_text()
         result = launcher.run("mpi_workers.selfcheck", timeout_s=120)
         record = read_all()[0]
-    assert result.exit_code == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["world_size"] == 2 and out["torch_allreduce"] == [3.0] * 4
+    assert result.exit_code == 0 and result.ok, result.stderr[-3000:]
+    out = result.result  # rank 0's result file (the CompletionPolicy requires it)
+    assert out is not None and out["world_size"] == 2 and out["torch_allreduce"] == [3.0] * 4
     assert hostfile.endswith(" slots=2\n")
     assert record["kind"] == "run" and len(record["bundles"]) == 2 and record["alive"]
     _wait(lambda: _free() == before, 30, "the cluster's free resources to return")
     assert read_all() == []  # the record goes with the gang
+
+
+def test_run_to_completion_needs_the_result_file_and_reports_the_first_failing_rank(
+        ray_local) -> None:
+    before = _free()
+    with Launcher("run", _settings(ranks=2, timeout_s=30)) as launcher:
+        silent = launcher.run("this", timeout_s=60, restarts=1)  # exits 0, writes no result
+        failed = launcher.run("mpi_workers.selfcheck", ["--fail-rank", "1"], timeout_s=120,
+                              restarts=0)
+    assert silent.exit_code == 0 and not silent.ok and silent.result is None
+    assert silent.restarts == 1 and "no result file" in silent.reason  # retried once, then gave up
+    assert not failed.ok and failed.restarts == 0 and len(failed.reports) == 1
+    err = failed.error  # rank 1's error file, read on this gang's node
+    assert err is not None and err.rank == 1 and err.host and err.pid
+    assert err.message == "RuntimeError: requested failure (--fail-rank)"
+    assert "Traceback" in err.callstack and "retry limit 0" in failed.reason
+    _wait(lambda: _free() == before, 30, "the cluster's free resources to return")
 
 
 def test_unfittable_gang_times_out_releases_retries_then_says_which_flag(ray_local) -> None:

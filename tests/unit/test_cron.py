@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from framestream.errors import ConfigError
-from jobs.retrain_cron import (CronSettings, RetrainScheduler, RunResult, _split, parse_result)
+from jobs.retrain_cron import CronSettings, RetrainScheduler, RunResult, _split
 
 T0 = datetime(2026, 1, 1, 12, 1, 30, tzinfo=timezone.utc).timestamp()
 
@@ -145,22 +145,9 @@ def test_bad_expressions_and_settings_name_the_setting(tmp_path: Path) -> None:
     assert CronSettings.load(env={"FRAMESTREAM_CRON_SCHEDULE": "*/10 * * * *"}).schedule == "*/10 * * * *"
 
 
-def test_parse_result_and_argument_split() -> None:
-    out = '[Gloo] Rank 0 is connected\n{"version": "v0003", "promoted": false}\n'
-    assert parse_result(out) == {"version": "v0003", "promoted": False}
-    assert parse_result("no json here\n{broken") == {}
+def test_argument_split() -> None:
     assert _split(["--once", "--", "--epochs", "2"]) == (["--once"], ["--epochs", "2"])
     assert _split(["--once"]) == (["--once"], [])
-
-
-def test_failure_reason_is_the_ranks_exception_line() -> None:
-    from jobs.retrain_cron import failure_reason
-
-    err = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
-           "framestream.errors.ConfigError: bad setting FRAMESTREAM_TRAIN_SEED=-1: expected 0..2^31-1\n"
-           "------------\nMPI_ABORT was invoked on rank 1 in communicator MPI_COMM_WORLD\n----\n")
-    assert failure_reason(err, 1).startswith("framestream.errors.ConfigError: bad setting")
-    assert failure_reason("nothing useful\n", 134) == "mpirun exited with code 134"
 
 
 def test_cli_rejects_a_bad_schedule_naming_the_setting(capsys: pytest.CaptureFixture[str]) -> None:

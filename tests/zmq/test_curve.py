@@ -229,32 +229,34 @@ def test_bind_policy_network_address_needs_keys_or_insecure(key_dir: Path) -> No
 
 
 @pytest.mark.mpi
-def test_serve_refuses_to_start_on_a_network_address_without_keys(tmp_path: Path) -> None:
-    from launcher.mpirun import mpi_env, mpirun_cmd
+def test_serve_refuses_to_start_on_a_network_address_without_keys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from launcher.errors import RankFailed
+    from launcher.mpirun import run_mpi
 
-    cmd = mpirun_cmd(1, "mpi_workers.serve", ["--bind", "0.0.0.0", "--version", VERSION,
-                                              "--endpoints-file", str(tmp_path / "ep.json")])
-    env = {k: v for k, v in mpi_env().items() if not k.startswith("FRAMESTREAM_SERVE_")}
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert out.returncode != 0
-    assert "FRAMESTREAM_SERVE_BIND" in out.stderr and "--insecure" in out.stderr
+    for name in [k for k in os.environ if k.startswith("FRAMESTREAM_SERVE_")]:
+        monkeypatch.delenv(name)
+    with pytest.raises(RankFailed) as err:
+        run_mpi(1, "mpi_workers.serve", ["--bind", "0.0.0.0", "--version", VERSION,
+                                         "--endpoints-file", str(tmp_path / "ep.json")],
+                timeout=120, cwd=REPO)
+    assert err.value.rank == 0 and err.value.message.startswith("InsecureBind: bad setting")
+    assert "FRAMESTREAM_SERVE_BIND" in err.value.message and "--insecure" in err.value.message
     assert not (tmp_path / "ep.json").exists()
 
 
 @pytest.mark.mpi
 def test_serve_with_keys_on_a_network_address_answers_allowed_clients(key_dir: Path,
                                                                       tmp_path: Path) -> None:
-    from launcher.mpirun import kill_group, mpi_env, mpirun_cmd
+    from launcher.mpirun import start_ranks
     from framestream import endpoints
 
     ep = tmp_path / "ep.json"
-    cmd = mpirun_cmd(2, "mpi_workers.serve", ["--bind", "0.0.0.0", "--version", VERSION,
-                                              "--threads", "1", "--endpoints-file", str(ep),
-                                              "--curve-secret", str(key_dir / "server.key_secret"),
-                                              "--curve-clients", str(key_dir / "clients")])
-    with open(tmp_path / "ranks.log", "wb") as err:
-        proc = subprocess.Popen(cmd, env=mpi_env(), stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True, cwd=REPO)
+    proc = start_ranks("mpi_workers.serve", ["--bind", "0.0.0.0", "--version", VERSION,
+                                             "--threads", "1", "--endpoints-file", str(ep),
+                                             "--curve-secret", str(key_dir / "server.key_secret"),
+                                             "--curve-clients", str(key_dir / "clients")],
+                       n=2, output=tmp_path / "ranks.log", run_dir=tmp_path / "run", cwd=REPO)
     try:
         published = endpoints.wait_for(ep, 120)
         local = EndpointSet(published.generation, tuple(
@@ -272,7 +274,7 @@ def test_serve_with_keys_on_a_network_address_answers_allowed_clients(key_dir: P
         finally:
             plain.close()
     finally:
-        kill_group(proc)
+        proc.stop()
     log = (tmp_path / "ranks.log").read_text(errors="replace")
     assert "CURVE, 2 allowed clients" in log, log[-2000:]
 
