@@ -30,6 +30,7 @@ NOT_SETTINGS = {
     "FRAMESTREAM_GANG_BUNDLE": "launcher -> rank environment: the rank's bundle",
     "FRAMESTREAM_GANG_NODE_IP": "launcher -> rank environment: the node's address",
     "FRAMESTREAM_GANG_RANK_ENV": "launcher -> rank environment: per-rank variables",
+    "FRAMESTREAM_RUN_DIR": "launcher -> rank environment: the launch's result/error files folder",
     "FRAMESTREAM_MPI_RENDEZVOUS_HOST": "launcher -> rank environment: torch.distributed rendezvous",
     "FRAMESTREAM_HOROVOD": "scripts/setup.sh: 0 skips building Horovod",
     "FRAMESTREAM_PYTHON": "scripts/setup.sh: the Python to build the venv with",
