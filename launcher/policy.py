@@ -22,6 +22,13 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass, field
+from typing import Any
+
+
+def jittered_backoff(base_s: float, cap_s: float, tries: int, jitter: float, rng: Any) -> float:
+    """Seconds to wait before try ``tries + 1``: exponential from ``base_s``, capped at
+    ``cap_s``, times 1 ± ``jitter`` (both policies below use it)."""
+    return min(cap_s, base_s * 2 ** tries) * (1 + rng.uniform(-jitter, jitter))
 
 
 class State(enum.Enum):
@@ -112,8 +119,8 @@ class SupervisionPolicy:
             return GiveUp(f"the ranks failed {self.restarts + 1} times (restart limit "
                           f"{self.max_restarts}); last: {self.failures[-1]}")
         self.state = State.BACKOFF
-        delay = min(self.backoff_max_s, self.backoff_s * 2 ** self.restarts)
-        return Wait(delay * (1 + self.rng.uniform(-self.jitter, self.jitter)))
+        return Wait(jittered_backoff(self.backoff_s, self.backoff_max_s, self.restarts,
+                                     self.jitter, self.rng))
 
     def backoff_done(self) -> Action:
         if self.state in (State.STOPPING, State.STOPPED):
@@ -186,8 +193,8 @@ class CompletionPolicy:
             return GiveUp(f"the job failed ({tries}, retry limit {self.max_retries}); "
                           f"last: {self.failures[-1]}")
         self.state = State.BACKOFF
-        delay = min(self.backoff_max_s, self.backoff_s * 2 ** self.retries)
-        return Wait(delay * (1 + self.rng.uniform(-self.jitter, self.jitter)))
+        return Wait(jittered_backoff(self.backoff_s, self.backoff_max_s, self.retries,
+                                     self.jitter, self.rng))
 
     def backoff_done(self) -> Action:
         if self.state in (State.STOPPING, State.STOPPED):

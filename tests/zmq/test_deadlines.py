@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import msgpack
 import pytest
@@ -24,20 +25,26 @@ from tests.zmq.test_rank_client import VERSION as MODEL, Rank, SilentRank, endpo
 pytestmark = pytest.mark.zmq
 
 
-def test_a_request_cancelled_while_queued_is_not_computed() -> None:
-    """The rank is held (it has not started its loop) while an INFER, its CANCEL and another INFER
-    wait on its socket; inproc delivery puts all three in its first drain."""
+def _held_rank(address: str) -> tuple[Any, Any, Any, Any, threading.Thread]:
+    """A real RankServer on ``address`` whose loop has not started yet (start the thread once
+    the messages to drain together are on its socket), and a DEALER connected to it."""
     torch.set_num_threads(1)
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     router.linger = 0
-    router.bind("inproc://held-rank")
+    router.bind(address)
     server = RankServer(router, ModelCache(None, "cpu", default=MODEL), RankMetrics(0), 0, 256,
                         60.0, 1 << 24)
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
-    sock.connect("inproc://held-rank")
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock.connect(address)
+    return ctx, router, server, sock, threading.Thread(target=server.run, daemon=True)
+
+
+def test_a_request_cancelled_while_queued_is_not_computed() -> None:
+    """The rank is held (it has not started its loop) while an INFER, its CANCEL and another INFER
+    wait on its socket; inproc delivery puts all three in its first drain."""
+    ctx, router, server, sock, thread = _held_rank("inproc://held-rank")
     try:
         sock.send_multipart(encode(Message(Op.INFER, "stale", (frames(3),), MODEL, ttl=30.0)))
         sock.send_multipart(encode(Message(Op.CANCEL, "cancel-stale", meta={"request": "stale"})))
@@ -66,17 +73,7 @@ def test_a_request_cancelled_while_queued_is_not_computed() -> None:
 
 def test_a_request_id_sent_twice_while_waiting_is_computed_and_answered_once() -> None:
     """As above, the rank is held while both copies and another request wait on its socket."""
-    torch.set_num_threads(1)
-    ctx = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.linger = 0
-    router.bind("inproc://held-rank-dup")
-    server = RankServer(router, ModelCache(None, "cpu", default=MODEL), RankMetrics(0), 0, 256,
-                        60.0, 1 << 24)
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.connect("inproc://held-rank-dup")
-    thread = threading.Thread(target=server.run, daemon=True)
+    ctx, router, server, sock, thread = _held_rank("inproc://held-rank-dup")
     try:
         for rid, n in (("dup", 3), ("dup", 3), ("other", 2)):
             sock.send_multipart(encode(Message(Op.INFER, rid, (frames(n),), MODEL, ttl=30.0)))
