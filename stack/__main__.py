@@ -29,7 +29,7 @@ def up(partitions: int | None) -> int:
     kafka = KafkaSettings.load(partitions=partitions)
     broker = embedded_broker()
     broker.start()
-    created = ensure_topics(broker.bootstrap, kafka.topics(), kafka.partitions)
+    created = ensure_topics(broker.kafka, kafka.topics(), kafka.partitions)
     print(f"Kafka broker up at {broker.bootstrap} (pid {broker.pid()}, log {broker.logfile}); "
           f"topics {', '.join(kafka.topics())}" + (f" (created {created})" if created else ""))
     return 0
@@ -48,7 +48,7 @@ def status() -> int:
     if not broker.running():
         print(f"Kafka broker: not running (state in {broker.home}); `make up` starts it")
         return 3
-    topics = describe(broker.bootstrap)
+    topics = describe(broker.kafka)
     print(f"Kafka broker: running, pid {broker.pid()}, {broker.bootstrap}, log {broker.logfile}")
     for name, parts in sorted(topics.items()):
         print(f"  topic {name}: {parts} partitions")
