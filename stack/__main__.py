@@ -5,6 +5,10 @@ up      start the Kafka broker under $FRAMESTREAM_STATE/kafka (default .state/ka
 down    stop it
 status  is it running, which topics
 doctor  run a small real job on every engine (torch, ZeroMQ, Kafka, Spark, MPI, Ray)
+cluster up|down|status
+        a 3-broker KRaft cluster with SASL_SSL (SCRAM-SHA-512) on network-namespace hosts under
+        $FRAMESTREAM_STATE/kafka-cluster (needs root); `up` prints the FRAMESTREAM_KAFKA_*
+        settings its clients need (see stack/kafka_cluster.py)
 """
 
 from __future__ import annotations
@@ -64,6 +68,31 @@ def doctor() -> int:
     return 0 if ok else 1
 
 
+def cluster(action: str) -> int:
+    from framestream.kafka_admin import ensure_topics
+    from stack.kafka_cluster import KafkaCluster
+
+    kc = KafkaCluster(state_dir() / "kafka-cluster")
+    if action == "up":
+        kc.up()
+        kafka = kc.settings(partitions=KafkaSettings.load().partitions)
+        ensure_topics(kafka, kafka.topics(), kafka.partitions)
+        print(f"Kafka cluster up: 3 brokers (SASL_SSL, {kafka.sasl_mechanism}) at "
+              f"{kc.bootstrap}; topics {', '.join(kafka.topics())} (replication 3, min ISR 2); "
+              f"state in {kc.home}. Clients use:")
+        for key, value in kc.env().items():
+            print(f"export {key}={value}")
+        return 0
+    if action == "down":
+        kc.down()
+        print(f"Kafka cluster stopped (data kept in {kc.home})")
+        return 0
+    pids = kc.status()
+    for k, pid in pids.items():
+        print(f"  broker {k} at {kc.ip(k)}: " + (f"running, pid {pid}" if pid else "not running"))
+    return 0 if all(pids.values()) else 3
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,11 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the broker")
     sub.add_parser("status", help="show broker and topics")
     sub.add_parser("doctor", help="check every engine")
+    p_cluster = sub.add_parser("cluster", help="a 3-broker SASL_SSL Kafka cluster on "
+                                               "namespace hosts")
+    p_cluster.add_argument("action", choices=("up", "down", "status"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.cmd == "up":
             return up(args.partitions)
+        if args.cmd == "cluster":
+            return cluster(args.action)
         return {"down": down, "status": status, "doctor": doctor}[args.cmd]()
     except FramestreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
