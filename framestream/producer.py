@@ -21,11 +21,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from framestream.errors import ServiceError
 from framestream.frames import CORRUPT_HEADER, EXPECT_HEADER, Frame, encode_image
 from framestream.settings import Section, section, setting
+
+if TYPE_CHECKING:
+    from framestream.kafka_clients import KafkaLike
 
 log = logging.getLogger(__name__)
 
@@ -183,33 +186,33 @@ def mix_in(frames: Iterable[Frame], extra: list[tuple[str, bytes, str]], total: 
 # publishing
 
 
-def make_producer(bootstrap: str, settings: ProducerSettings | None = None,
-                  max_request_bytes: int = 1_048_576,
-                  security: dict[str, Any] | None = None) -> Any:
-    """A kafka-python producer configured for frames; ServiceError if no broker answers.
-
-    ``security``: kafka-python's security arguments (``KafkaSettings.security_options()``)."""
-    from kafka import KafkaProducer
+def make_producer(bootstrap: "KafkaLike", settings: ProducerSettings | None = None,
+                  max_request_bytes: int = 1_048_576) -> Any:
+    """A kafka-python producer configured for frames (acks=all, idempotent); ServiceError if no
+    broker answers. ``bootstrap``: a string or KafkaSettings; the producer carries the
+    FRAMESTREAM_KAFKA_* security settings either way (:mod:`framestream.kafka_clients`)."""
     from kafka.errors import KafkaError
+
+    from framestream import kafka_clients
 
     s = settings or ProducerSettings.load()
     deadline_ms = int(s.deadline_s * 1000)
     try:
-        return KafkaProducer(
-            bootstrap_servers=bootstrap, client_id="framestream-producer", acks="all",
+        return kafka_clients.producer(
+            bootstrap, client_id="framestream-producer", acks="all",
             linger_ms=s.linger_ms, enable_idempotence=True,
             request_timeout_ms=max(1000, min(30_000, deadline_ms - s.linger_ms)),
             delivery_timeout_ms=max(deadline_ms, 1000 + s.linger_ms),
-            max_block_ms=deadline_ms, max_request_size=max_request_bytes, **(security or {}))
+            max_block_ms=deadline_ms, max_request_size=max_request_bytes)
     except KafkaError as exc:
-        raise ServiceError(f"no Kafka broker answers at {bootstrap} ({type(exc).__name__}: {exc});"
+        where = kafka_clients.settings_of(bootstrap).bootstrap
+        raise ServiceError(f"no Kafka broker answers at {where} ({type(exc).__name__}: {exc});"
                            f" start one with `make up` or pass --bootstrap") from exc
 
 
-def publish_frames(bootstrap: str, topic: str, frames: Iterable[Frame], rate: float = 0.0,
+def publish_frames(bootstrap: "KafkaLike", topic: str, frames: Iterable[Frame], rate: float = 0.0,
                    progress: Callable[[int], object] | None = None,
-                   settings: ProducerSettings | None = None,
-                   producer: Any = None, security: dict[str, Any] | None = None) -> Summary:
+                   settings: ProducerSettings | None = None, producer: Any = None) -> Summary:
     """Send every frame to ``topic`` (at ``rate`` frames/s; 0 = as fast as possible).
 
     Returns a :class:`Summary`; raises :class:`ServiceError` only when no broker answers at all
@@ -221,7 +224,7 @@ def publish_frames(bootstrap: str, topic: str, frames: Iterable[Frame], rate: fl
 
     s = settings or ProducerSettings.load()
     own = producer is None
-    producer = producer or make_producer(bootstrap, s, security=security)
+    producer = producer or make_producer(bootstrap, s)
     bucket = TokenBucket(rate)
     lock = threading.Lock()
     state = {"sent": 0, "failed": 0, "error": None}

@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
+from framestream import kafka_clients
 from framestream.errors import DeadlineExceeded
+from framestream.kafka_clients import KafkaLike
 from framestream.records import COPY_FIELDS, DeadLetter, Prediction
 
 
-def end_offsets(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[int, int]:
-    """The next offset to be written, per partition."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             request_timeout_ms=int(timeout * 1000) + 1000)
+def end_offsets(bootstrap: KafkaLike, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """The next offset to be written, per partition. ``bootstrap``: a string or KafkaSettings;
+    the consumer carries the FRAMESTREAM_KAFKA_* security settings either way."""
+    consumer = kafka_clients.consumer(bootstrap, enable_auto_commit=False,
+                                      request_timeout_ms=int(timeout * 1000) + 1000)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -37,13 +40,13 @@ def spark_offsets(topic: str, offsets: dict[int, int]) -> str:
     return json.dumps({topic: {str(p): o for p, o in offsets.items()}})
 
 
-def read_topic(bootstrap: str, topic: str, start: dict[int, int] | None = None,
+def read_topic(bootstrap: KafkaLike, topic: str, start: dict[int, int] | None = None,
                count: int | None = None, timeout: float = 60.0) -> list[Any]:
     """Records of ``topic`` from ``start`` (default: the beginning) until ``count`` records were
     read, or until the end of the topic when ``count`` is None. Raises DeadlineExceeded when
     ``count`` records do not arrive within ``timeout`` seconds."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=1000)
+    consumer = kafka_clients.consumer(bootstrap, enable_auto_commit=False, group_id=None,
+                                      consumer_timeout_ms=1000)
     records: list[Any] = []
     try:
         parts = consumer.partitions_for_topic(topic) or set()

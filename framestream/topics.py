@@ -40,14 +40,14 @@ def topic_configs(request_bytes: int) -> dict[str, str]:
 
 
 def _admin(kafka: KafkaSettings, timeout_s: float) -> Any:
-    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
+
+    from framestream import kafka_clients
 
     ms = int(timeout_s * 1000)
     try:
-        return KafkaAdminClient(bootstrap_servers=kafka.bootstrap, client_id="framestream-check",
-                                request_timeout_ms=max(ms, 1000), bootstrap_timeout_ms=ms,
-                                **kafka.security_options())
+        return kafka_clients.admin(kafka, client_id="framestream-check",
+                                   request_timeout_ms=max(ms, 1000), bootstrap_timeout_ms=ms)
     except KafkaError as exc:
         raise ServiceError(f"no Kafka broker answers at {kafka.bootstrap} within {timeout_s:.0f}s "
                            f"({type(exc).__name__}): start it, or point "

@@ -70,16 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         from framestream.kafka_admin import broker_answers, ensure_topics
 
         wait = min(kafka.request_timeout_s, settings.deadline_s)
-        if kafka.security_protocol != "PLAINTEXT":
-            # the local stack's admin tools speak PLAINTEXT; a secured cluster's topics are made
-            # by its administrators, and the producer itself reports a missing one
-            log.info("Kafka security %s: not creating %s", kafka.security_protocol,
-                     kafka.frames_topic)
-        elif not broker_answers(kafka.bootstrap, timeout=wait):
-            raise ServiceError(f"no Kafka broker answers at {kafka.bootstrap} within {wait:.0f}s:"
-                               f" start one with `make up` or pass --bootstrap")
-        else:
-            ensure_topics(kafka.bootstrap, [kafka.frames_topic], kafka.partitions, timeout=wait)
+        # the admin client carries the security settings too (framestream.kafka_clients)
+        if not broker_answers(kafka, timeout=wait):
+            raise ServiceError(f"no Kafka broker answers at {kafka.bootstrap} within {wait:.0f}s"
+                               f" with FRAMESTREAM_KAFKA_SECURITY_PROTOCOL="
+                               f"{kafka.security_protocol}: start one with `make up`, pass "
+                               f"--bootstrap, or check the security settings")
+        ensure_topics(kafka, [kafka.frames_topic], kafka.partitions, timeout=wait)
         run = run_id()
         if args.folder is not None:
             frames = folder_frames(args.folder, args.count, run=run)
@@ -96,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
         with tqdm(total=total + args.corrupt, unit="frame", disable=True if args.no_progress
                   else None, desc=f"-> {kafka.frames_topic}") as bar:
-            summary = publish_frames(kafka.bootstrap, kafka.frames_topic, frames, settings.rate,
-                                     progress=bar.update, settings=settings,
-                                     security=kafka.security_options())
+            summary = publish_frames(kafka, kafka.frames_topic, frames, settings.rate,
+                                     progress=bar.update, settings=settings)
     except Exception as exc:  # kafka-python errors not turned into ours: say what, not a trace
         from kafka.errors import KafkaError
 

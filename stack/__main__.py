@@ -5,6 +5,10 @@ up      start the Kafka broker under $FRAMESTREAM_STATE/kafka (default .state/ka
 down    stop it
 status  is it running, which topics
 doctor  run a small real job on every engine (torch, ZeroMQ, Kafka, Spark, MPI, Ray)
+cluster up|down|status
+        a 3-broker KRaft cluster with SASL_SSL (SCRAM-SHA-512) on network-namespace hosts under
+        $FRAMESTREAM_STATE/kafka-cluster (needs root); `up` prints the FRAMESTREAM_KAFKA_*
+        settings its clients need (see stack/kafka_cluster.py)
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ def up(partitions: int | None) -> int:
     kafka = KafkaSettings.load(partitions=partitions)
     broker = embedded_broker()
     broker.start()
-    created = ensure_topics(broker.bootstrap, kafka.topics(), kafka.partitions)
+    created = ensure_topics(broker.kafka, kafka.topics(), kafka.partitions)
     print(f"Kafka broker up at {broker.bootstrap} (pid {broker.pid()}, log {broker.logfile}); "
           f"topics {', '.join(kafka.topics())}" + (f" (created {created})" if created else ""))
     return 0
@@ -49,7 +53,7 @@ def status() -> int:
     if not broker.running():
         print(f"Kafka broker: not running (state in {broker.home}); `make up` starts it")
         return 3
-    topics = describe(broker.bootstrap)
+    topics = describe(broker.kafka)
     print(f"Kafka broker: running, pid {broker.pid()}, {broker.bootstrap}, log {broker.logfile}")
     for name, parts in sorted(topics.items()):
         print(f"  topic {name}: {parts} partitions")
@@ -65,6 +69,31 @@ def doctor() -> int:
     return 0 if ok else 1
 
 
+def cluster(action: str) -> int:
+    from framestream.kafka_admin import ensure_topics
+    from stack.kafka_cluster import KafkaCluster
+
+    kc = KafkaCluster(state_dir() / "kafka-cluster")
+    if action == "up":
+        kc.up()
+        kafka = kc.settings(partitions=KafkaSettings.load().partitions)
+        ensure_topics(kafka, kafka.topics(), kafka.partitions)
+        print(f"Kafka cluster up: 3 brokers (SASL_SSL, {kafka.sasl_mechanism}) at "
+              f"{kc.bootstrap}; topics {', '.join(kafka.topics())} (replication 3, min ISR 2); "
+              f"state in {kc.home}. Clients use:")
+        for key, value in kc.env().items():
+            print(f"export {key}={value}")
+        return 0
+    if action == "down":
+        kc.down()
+        print(f"Kafka cluster stopped (data kept in {kc.home})")
+        return 0
+    pids = kc.status()
+    for k, pid in pids.items():
+        print(f"  broker {k} at {kc.ip(k)}: " + (f"running, pid {pid}" if pid else "not running"))
+    return 0 if all(pids.values()) else 3
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__,
@@ -75,10 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the broker")
     sub.add_parser("status", help="show broker and topics")
     sub.add_parser("doctor", help="check every engine")
+    p_cluster = sub.add_parser("cluster", help="a 3-broker SASL_SSL Kafka cluster on "
+                                               "namespace hosts")
+    p_cluster.add_argument("action", choices=("up", "down", "status"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "up":
         return up(from_args(args, KafkaSettings).partitions)
+    if args.cmd == "cluster":
+        return cluster(args.action)
     return {"down": down, "status": status, "doctor": doctor}[args.cmd]()
 
 

@@ -54,9 +54,12 @@ def check_zmq() -> str:
 def check_kafka(kafka: KafkaSettings) -> str:
     from framestream.kafka_admin import broker_answers, describe
 
-    if not broker_answers(kafka.bootstrap, timeout=10):
-        raise RuntimeError(f"no Kafka broker answers at {kafka.bootstrap}: run `make up`")
-    topics = describe(kafka.bootstrap)
+    # KafkaSettings, not the bootstrap alone: the clients carry FRAMESTREAM_KAFKA_* security
+    if not broker_answers(kafka, timeout=10):
+        raise RuntimeError(f"no Kafka broker answers at {kafka.bootstrap} with "
+                           f"FRAMESTREAM_KAFKA_SECURITY_PROTOCOL={kafka.security_protocol}: run "
+                           f"`make up` (or `python -m stack cluster up`), or check the settings")
+    topics = describe(kafka)
     missing = [t for t in kafka.topics() if t not in topics]
     if missing:
         raise RuntimeError(f"topics {missing} missing at {kafka.bootstrap}: run `make up`")
@@ -68,7 +71,7 @@ def check_spark(kafka: KafkaSettings) -> str:
 
     spark = spark_session(SparkSettings.load(ui=False))
     try:
-        rows = (spark.read.format("kafka").option("kafka.bootstrap.servers", kafka.bootstrap)
+        rows = (spark.read.format("kafka").options(**kafka.spark_options())  # + security
                 .option("subscribe", kafka.frames_topic).load().count())
         return (f"Spark {spark.version} read {kafka.frames_topic} with the Kafka source "
                 f"({rows} records)")

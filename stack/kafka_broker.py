@@ -21,7 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from framestream.config import BrokerSettings
+from framestream.config import BrokerSettings, KafkaSettings
 from framestream.errors import DeadlineExceeded, ServiceError
 from framestream.paths import jar_dir
 from framestream.kafka_admin import broker_answers
@@ -91,6 +91,12 @@ class KafkaBroker:
     def bootstrap(self) -> str:
         return self.settings.bootstrap
 
+    @property
+    def kafka(self) -> KafkaSettings:
+        """How a client reaches this broker: PLAINTEXT on loopback, whatever FRAMESTREAM_KAFKA_*
+        says about security (that is for the cluster framestream talks to, not this one)."""
+        return KafkaSettings(bootstrap=self.bootstrap)
+
     # -- state ----------------------------------------------------------------------------------
     def pid(self) -> int | None:
         """The pid of this home's broker if it is alive, else None (a stale pid file is removed)."""
@@ -146,7 +152,7 @@ class KafkaBroker:
         if self.running():
             log.info("broker already running (pid %s) at %s", self.pid(), self.bootstrap)
         else:
-            if broker_answers(self.bootstrap, timeout=2.0):
+            if broker_answers(self.kafka, timeout=2.0):
                 raise ServiceError(
                     f"a Kafka broker that framestream did not start answers at {self.bootstrap}: "
                     f"use it by setting FRAMESTREAM_KAFKA_BOOTSTRAP={self.bootstrap}, or stop it, "
@@ -169,7 +175,7 @@ class KafkaBroker:
             if not self.running():
                 raise ServiceError(f"the Kafka broker in {self.home} exited during start-up; "
                                    f"see {self.logfile}\n{self.log_tail()}")
-            if broker_answers(self.bootstrap, timeout=min(5.0, max(0.5, deadline - time.monotonic()))):
+            if broker_answers(self.kafka, timeout=min(5.0, max(0.5, deadline - time.monotonic()))):
                 return
             if time.monotonic() >= deadline:
                 raise DeadlineExceeded("make up", f"the Kafka broker at {self.bootstrap} to answer "

@@ -20,6 +20,7 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from framestream import kafka_clients
 from framestream.config import KafkaSettings
 from framestream.records import DLQ_DETAIL, DLQ_REASON, DeadLetter, Prediction
 
@@ -70,9 +71,8 @@ class StreamTail:
     # --- the thread ----------------------------------------------------------------------------
     def _consumer(self) -> KafkaConsumer:
         k = self.kafka
-        return KafkaConsumer(bootstrap_servers=k.bootstrap, group_id=None,
-                             enable_auto_commit=False, **k.security_options(),
-                             request_timeout_ms=int(k.request_timeout_s * 1000) + 1000)
+        return kafka_clients.consumer(k, group_id=None, enable_auto_commit=False,
+                                      request_timeout_ms=int(k.request_timeout_s * 1000) + 1000)
 
     def _partitions(self, consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
         parts = consumer.partitions_for_topic(topic) or set()

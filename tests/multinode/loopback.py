@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 from framestream.errors import DeadlineExceeded, ServiceError
+from stack.netns import NamespaceHosts
 
 log = logging.getLogger(__name__)
 STATE = Path("/tmp/fs-loopback")  # short: Ray's Unix socket paths live under each node's temp dir
@@ -47,9 +48,10 @@ class LoopbackCluster:
         self.name = name or uuid.uuid4().hex[:4]
         self.workers, self.head_cpus, self.worker_cpus = workers, head_cpus, worker_cpus
         self.subnet = subnet or random.Random().randint(16, 250)
-        self.bridge = f"fsbr{self.name}"
-        self.head_ip = f"10.201.{self.subnet}.1"
-        self.worker_ips = [f"10.201.{self.subnet}.{k + 2}" for k in range(workers)]
+        self.hosts = NamespaceHosts(self.name, self.subnet, workers)  # stack/netns.py
+        self.bridge = self.hosts.bridge
+        self.head_ip = self.hosts.gateway_ip
+        self.worker_ips = self.hosts.ips
         self.dir = STATE / self.name
         self.port = 0
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -62,39 +64,7 @@ class LoopbackCluster:
         return str(Path(sys.executable).with_name("ray"))
 
     def _network(self) -> None:
-        if os.geteuid() != 0 or not shutil.which("ip"):
-            raise ServiceError("the loopback cluster needs root and `ip` (iproute2) for network "
-                               "namespaces")
-        _sh("ip", "link", "add", self.bridge, "type", "bridge")
-        _sh("ip", "addr", "add", f"{self.head_ip}/24", "dev", self.bridge)
-        _sh("ip", "link", "set", self.bridge, "up")
-        for k, ip in enumerate(self.worker_ips, 1):
-            ns, veth = f"fs{self.name}n{k}", f"fs{self.name}v{k}"
-            _sh("ip", "netns", "add", ns)
-            _sh("ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}p")
-            _sh("ip", "link", "set", f"{veth}p", "netns", ns)
-            _sh("ip", "netns", "exec", ns, "ip", "link", "set", f"{veth}p", "name", "eth0")
-            _sh("ip", "link", "set", veth, "master", self.bridge)
-            _sh("ip", "link", "set", veth, "up")
-            self._name_service(ns)
-            for cmd in (["ip", "addr", "add", f"{ip}/24", "dev", "eth0"],
-                        ["ip", "link", "set", "eth0", "up"], ["ip", "link", "set", "lo", "up"],
-                        ["ip", "route", "add", "default", "via", self.head_ip]):
-                _sh("ip", "netns", "exec", ns, *cmd)
-
-    def _name_service(self, ns: str) -> None:
-        """``ip netns exec`` mounts /etc/netns/<ns>/* over /etc: the nodes know each other by
-        name, and no DNS server (unreachable from the namespace: 10 s timeouts in every
-        reverse lookup gloo makes) is asked."""
-        import socket
-
-        etc = Path("/etc/netns") / ns
-        etc.mkdir(parents=True, exist_ok=True)
-        names = [f"{self.head_ip} {socket.gethostname()}"] + [
-            f"{ip} fsnode{k}" for k, ip in enumerate(self.worker_ips, 1)]
-        (etc / "hosts").write_text("127.0.0.1 localhost\n" + "\n".join(names) + "\n")
-        (etc / "resolv.conf").write_text("# framestream loopback node: no DNS server here\n"
-                                         "options timeout:1 attempts:1\n")
+        self.hosts.up()
 
     def _start(self, cmd: list[str], log_name: str) -> None:
         env = {**os.environ, "RAY_AUTH_MODE": "token"}
@@ -171,11 +141,7 @@ class LoopbackCluster:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(10)
         _kill_leftovers(str(self.dir))
-        for k in range(1, self.workers + 1):
-            _sh("ip", "netns", "del", f"fs{self.name}n{k}", check=False)
-            shutil.rmtree(Path("/etc/netns") / f"fs{self.name}n{k}", ignore_errors=True)
-            _sh("ip", "link", "del", f"fs{self.name}v{k}", check=False)
-        _sh("ip", "link", "del", self.bridge, check=False)
+        self.hosts.down()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def describe(self) -> dict[str, object]:
