@@ -105,7 +105,10 @@ def test_a_bare_bootstrap_string_gets_the_process_security_settings(sasl_env: Pa
 
 
 def test_explicit_settings_win_over_the_environment(sasl_env: Path) -> None:
-    opts = kafka_clients._options(KafkaSettings(bootstrap="127.0.0.1:9092"), {})
+    # a settings object is used as it is: what it says explicitly beats FRAMESTREAM_KAFKA_*
+    # (pydantic-settings fills only the fields not given from the environment)
+    opts = kafka_clients._options(KafkaSettings(bootstrap="127.0.0.1:9092",
+                                                security_protocol="PLAINTEXT"), {})
     assert opts == {"bootstrap_servers": "127.0.0.1:9092", "security_protocol": "PLAINTEXT"}
 
 
