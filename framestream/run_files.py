@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framestream.atomic import write_atomic
+from framestream.atomic import PRIVATE, write_atomic
 
 RUN_DIR_ENV = "FRAMESTREAM_RUN_DIR"
 RESULT_FILE = "result.json"
@@ -58,7 +58,7 @@ def write_result(result: dict[str, Any], rank: int = 0) -> Path | None:
     if folder is None or rank != 0:
         return None
     path = Path(folder) / RESULT_FILE
-    write_atomic(path, json.dumps(result), fsync=False)
+    write_atomic(path, json.dumps(result), fsync=False, mode=PRIVATE)
     return path
 
 
@@ -78,7 +78,7 @@ def write_error(exc: BaseException, rank: int) -> Path | None:
             "rank": rank, "host": socket.gethostname(), "pid": os.getpid()}
     path = error_path(folder, rank)
     try:
-        write_atomic(path, json.dumps(data), fsync=False)
+        write_atomic(path, json.dumps(data), fsync=False, mode=PRIVATE)
     except OSError:
         return None
     return path

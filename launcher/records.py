@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from framestream.atomic import write_atomic
+from framestream.atomic import PRIVATE, write_atomic
 from framestream.paths import state_dir
 
 
@@ -37,7 +37,7 @@ class GangRecord:
         self.data.update(fields, updated=time.time())
         # a reader sees the old record or the new one
         write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True, default=str),
-                     fsync=False)
+                     fsync=False, mode=PRIVATE)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from framestream.atomic import write_atomic
+from framestream.atomic import PRIVATE, write_atomic
 from models.spec import PreprocessSpec, normalize
 
 CHECKPOINT_FORMAT = 1
@@ -149,4 +149,4 @@ def checkpoint_from_bytes(data: bytes) -> dict[str, Any]:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    write_atomic(path, data)
+    write_atomic(path, data, mode=PRIVATE)
