@@ -57,6 +57,15 @@ def mpirun_version() -> str:
     return m.group(1) if m else "unknown"
 
 
+#: settings ranks never use: they open no Kafka client (Kafka retraining feeds them over ZeroMQ),
+#: so the brokers' address, users and credentials stay out of their environment
+RANKS_NEVER_SEE = ("FRAMESTREAM_KAFKA_",)
+
+
+def rank_must_not_see(name: str) -> bool:
+    return name.startswith(RANKS_NEVER_SEE)
+
+
 def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for mpirun: ours plus what OpenMPI needs here.
 
@@ -67,7 +76,7 @@ def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """
     from framestream.wire import CONTROL_TOKEN_ENV, new_control_token
 
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not rank_must_not_see(k)}
     env.pop(CONTROL_TOKEN_ENV, None)
     if os.geteuid() == 0:
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
@@ -145,7 +154,8 @@ class GangLaunch:
         names = set(self.layout.env) | {CONTROL_TOKEN_ENV, run_files.RUN_DIR_ENV}
         if "PYTHONPATH" in os.environ:  # the user's own, as local ranks see it; never the checkout
             names.add("PYTHONPATH")
-        names |= {k for k in os.environ if k.startswith("FRAMESTREAM_")}
+        names |= {k for k in os.environ
+                  if k.startswith("FRAMESTREAM_") and not rank_must_not_see(k)}
         return sorted(names)
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
