@@ -21,10 +21,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 VALID_DAYS = 30
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes | str) -> None:
+    """``data`` in a file only its owner may read (0600 from its creation on)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(data)
+        f.write(data.encode() if isinstance(data, str) else data)
     os.chmod(path, 0o600)
 
 
@@ -55,7 +56,7 @@ def make_ca(folder: Path, cn: str = "framestream kafka CA") -> tuple[Path, Path]
             .sign(key, hashes.SHA256()))
     ca_pem, ca_key = folder / "ca.pem", folder / "ca.key"
     ca_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(ca_key, _key_pem(key))
+    write_private(ca_key, _key_pem(key))
     return ca_pem, ca_key
 
 
@@ -76,6 +77,6 @@ def make_broker_cert(folder: Path, ca_pem: Path, ca_key: Path, name: str, ip: st
                                                   ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(signer, hashes.SHA256()))  # type: ignore[arg-type]
     path = folder / f"{name}.pem"
-    _write_private(path, _key_pem(key) + cert.public_bytes(serialization.Encoding.PEM)
+    write_private(path, _key_pem(key) + cert.public_bytes(serialization.Encoding.PEM)
                    + ca_pem.read_bytes())
     return path

@@ -33,7 +33,7 @@ from framestream.config import KafkaSettings
 from framestream.errors import DeadlineExceeded, ServiceError
 from framestream.paths import jar_dir
 from stack.kafka_broker import _LOG4J2, _java, _wait_gone
-from stack.kafka_certs import make_broker_cert, make_ca
+from stack.kafka_certs import make_broker_cert, make_ca, write_private
 from stack.netns import NamespaceHosts
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,6 @@ EXTERNAL_PORT, INTERNAL_PORT, CONTROLLER_PORT = 9094, 9095, 9093
 MECHANISM = "SCRAM-SHA-512"
 CLIENT_USER, ADMIN_USER = "framestream", "admin"
 _SCRAM = "org.apache.kafka.common.security.scram.ScramLoginModule"
-
-
-def _private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
 
 
 class KafkaCluster:
@@ -149,7 +142,7 @@ class KafkaCluster:
         (self.home / "secrets").mkdir(parents=True, exist_ok=True, mode=0o700)
         for user in (ADMIN_USER, CLIENT_USER):
             if not self.password_file(user).exists():
-                _private(self.password_file(user), secrets.token_urlsafe(24) + "\n")
+                write_private(self.password_file(user), secrets.token_urlsafe(24) + "\n")
         tls = self.home / "tls"
         if not self.ca.exists():
             ca_pem, ca_key = make_ca(tls)
@@ -166,14 +159,14 @@ class KafkaCluster:
             (home / "logs").mkdir(parents=True, exist_ok=True)
             (home / "log4j2.properties").write_text(_LOG4J2.format(logfile=home / "logs" /
                                                                     "server.log"))
-            _private(home / "server.properties", self._properties(k))
+            write_private(home / "server.properties", self._properties(k))
             if (home / "data" / "meta.properties").exists():
                 continue
             scram = [a for user in (ADMIN_USER, CLIENT_USER) for a in (
                 "--add-scram", f"{MECHANISM}=[name={user},password="
                                f"{self.password_file(user).read_text().strip()}]")]
             argfile = home / "format.args"  # the passwords stay off every command line
-            _private(argfile, "\n".join(self._java_args(
+            write_private(argfile, "\n".join(self._java_args(
                 k, "kafka.tools.StorageTool", "format", "-t", idfile.read_text().strip(),
                 "-c", str(home / "server.properties"), *scram)) + "\n")
             try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,9 +27,11 @@ from tests.zmq.test_rank_client import VERSION as MODEL, Rank, SilentRank, endpo
 pytestmark = pytest.mark.zmq
 
 
-def _held_rank(address: str) -> tuple[Any, Any, Any, Any, threading.Thread]:
+@contextmanager
+def _held_rank(address: str) -> Iterator[tuple[Any, Any, Any, Any, threading.Thread]]:
     """A real RankServer on ``address`` whose loop has not started yet (start the thread once
-    the messages to drain together are on its socket), and a DEALER connected to it."""
+    the messages to drain together are on its socket), and a DEALER connected to it; stopped
+    and closed on the way out."""
     torch.set_num_threads(1)
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
@@ -38,14 +42,21 @@ def _held_rank(address: str) -> tuple[Any, Any, Any, Any, threading.Thread]:
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
     sock.connect(address)
-    return ctx, router, server, sock, threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, daemon=True)
+    try:
+        yield ctx, router, server, sock, thread
+    finally:
+        server.stop()
+        thread.join(10)
+        sock.close(0)
+        router.close(0)
+        ctx.term()
 
 
 def test_a_request_cancelled_while_queued_is_not_computed() -> None:
     """The rank is held (it has not started its loop) while an INFER, its CANCEL and another INFER
     wait on its socket; inproc delivery puts all three in its first drain."""
-    ctx, router, server, sock, thread = _held_rank("inproc://held-rank")
-    try:
+    with _held_rank("inproc://held-rank") as (ctx, router, server, sock, thread):
         sock.send_multipart(encode(Message(Op.INFER, "stale", (frames(3),), MODEL, ttl=30.0)))
         sock.send_multipart(encode(Message(Op.CANCEL, "cancel-stale", meta={"request": "stale"})))
         sock.send_multipart(encode(Message(Op.INFER, "fresh", (frames(2),), MODEL, ttl=30.0)))
@@ -63,18 +74,11 @@ def test_a_request_cancelled_while_queued_is_not_computed() -> None:
         pong = decode(sock.recv_multipart())
         assert pong.op is Op.PONG and pong.meta["frames_served"] == 2  # "stale" never computed
         assert not sock.poll(200)  # and never answered: its sender has moved on
-    finally:
-        server.stop()
-        thread.join(10)
-        sock.close(0)
-        router.close(0)
-        ctx.term()
 
 
 def test_a_request_id_sent_twice_while_waiting_is_computed_and_answered_once() -> None:
     """As above, the rank is held while both copies and another request wait on its socket."""
-    ctx, router, server, sock, thread = _held_rank("inproc://held-rank-dup")
-    try:
+    with _held_rank("inproc://held-rank-dup") as (ctx, router, server, sock, thread):
         for rid, n in (("dup", 3), ("dup", 3), ("other", 2)):
             sock.send_multipart(encode(Message(Op.INFER, rid, (frames(n),), MODEL, ttl=30.0)))
         thread.start()
@@ -88,12 +92,6 @@ def test_a_request_id_sent_twice_while_waiting_is_computed_and_answered_once() -
         assert sock.poll(10_000)
         pong = decode(sock.recv_multipart())
         assert pong.op is Op.PONG and pong.meta["frames_served"] == 5  # not 8
-    finally:
-        server.stop()
-        thread.join(10)
-        sock.close(0)
-        router.close(0)
-        ctx.term()
 
 
 def test_the_client_cancels_at_the_slow_rank_what_it_resends_elsewhere() -> None:
