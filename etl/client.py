@@ -39,7 +39,7 @@ import zmq
 
 from framestream.dispatch import (Action, Cancel, Deliver, Dispatcher, Fail, Policy, Refresh,
                                   Send, Unavailable)
-from framestream.errors import DeadlineExceeded, FramestreamError
+from etl.errors import RankError, RanksUnavailable  # noqa: F401  (also etl.client's API)
 from framestream.security import ClientKeys, client_keys, secure_client
 from framestream.settings import Section, section, setting
 from framestream.endpoints import EndpointSet
@@ -73,18 +73,6 @@ class ClientSettings(Section):
 
     def keys(self) -> ClientKeys | None:
         return client_keys(self.curve_secret, self.curve_server_key)
-
-
-class RanksUnavailable(DeadlineExceeded):
-    """No rank answered and no new generation was published in time."""
-
-
-class RankError(FramestreamError):
-    """A rank refused a request for a reason a retry cannot fix (bad shape, unknown model)."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"rank refused the request: {code}: {detail}")
-        self.code = code
 
 
 class Answer(NamedTuple):

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from framestream.errors import ConfigError, ServiceError
+from framestream.errors import ConfigError
+from mpi_workers.errors import BackendUnavailable  # noqa: F401  (also backends' API)
 
 if TYPE_CHECKING:
     from mpi4py.MPI import Intracomm
@@ -46,10 +47,6 @@ def yield_when_idle() -> None:
     setting they take about as long. An explicit OMPI_MCA_mpi_yield_when_idle wins.
     """
     os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
-
-
-class BackendUnavailable(ServiceError):
-    """The backend asked for cannot be used on this machine."""
 
 
 class Backend(ABC):
