@@ -84,7 +84,10 @@ def test_cluster_is_replicated_and_refuses_clients_without_credentials(cluster, 
         assert got["topic"][topics["frames"]]["min.insync.replicas"]["value"] == "2"
 
     assert broker_answers(kafka, timeout=10)
-    assert not broker_answers(KafkaSettings(bootstrap=cluster.bootstrap), timeout=5)  # PLAINTEXT
+    # (a settings object takes the fields it is not given from FRAMESTREAM_KAFKA_*, which point
+    # at this cluster with SASL_SSL: PLAINTEXT is said explicitly)
+    plain = KafkaSettings(bootstrap=cluster.bootstrap, security_protocol="PLAINTEXT")
+    assert not broker_answers(plain, timeout=5)
     wrong = Path(cluster.home) / "wrong.password"
     wrong.write_text("not-the-password\n")
     assert not broker_answers(cluster.settings(sasl_password_file=str(wrong)), timeout=10)
@@ -96,7 +99,8 @@ def test_cluster_is_replicated_and_refuses_clients_without_credentials(cluster, 
     assert sum(results.end_offsets(cluster.bootstrap, topics["frames"]).values()) == 40
     assert len(results.read_topic(cluster.bootstrap, topics["frames"], count=40)) == 40
     with pytest.raises(KafkaError):  # the same reader without credentials gets nothing
-        results.end_offsets(KafkaSettings(bootstrap=cluster.bootstrap, request_timeout_s=5),
+        results.end_offsets(KafkaSettings(bootstrap=cluster.bootstrap, request_timeout_s=5,
+                                          security_protocol="PLAINTEXT"),
                             topics["frames"], timeout=5)
 
     # the doctor's Kafka check, with and without the credentials
@@ -106,7 +110,7 @@ def test_cluster_is_replicated_and_refuses_clients_without_credentials(cluster, 
                                dlq_topic=topics["dlq"], labels_topic=topics["frames"])
     assert cluster.bootstrap in check_kafka(named)
     with pytest.raises(RuntimeError, match="SECURITY_PROTOCOL=PLAINTEXT"):
-        check_kafka(KafkaSettings(bootstrap=cluster.bootstrap))
+        check_kafka(plain)
 
 
 def test_stream_with_one_broker_killed_mid_stream_loses_nothing(cluster, topics, tmp_path):

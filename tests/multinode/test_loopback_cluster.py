@@ -153,7 +153,9 @@ def test_stream_runs_on_spark_standalone_with_ranks_on_both_ray_nodes(
     total = 400
     assert publish_frames(kafka_bootstrap, topics["frames"], fashion_frames(total)).sent == total
     env = {**stream_env(), "FRAMESTREAM_RAY_ADDRESS": loopback_ray.address,
-           "FRAMESTREAM_LAUNCHER_STRATEGY": "SPREAD", "FRAMESTREAM_STATE": str(tmp_path / "state")}
+           "FRAMESTREAM_LAUNCHER_STRATEGY": "SPREAD", "FRAMESTREAM_STATE": str(tmp_path / "state"),
+           # Spark logs at WARN by default; its INFO line "Connecting to master" proves the mode
+           "FRAMESTREAM_SPARK_LOG_LEVEL": "INFO"}
     cmd = [SPARK_SUBMIT, "--master", spark_master, "--conf", "spark.ui.enabled=false",
            "--conf", "spark.executor.memory=1g", str(REPO / "jobs/stream_classify.py"),
            "--ranks", "2", "--rank-threads", "1", "--version", VERSION, "--available-now",
