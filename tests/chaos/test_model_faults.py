@@ -29,7 +29,7 @@ from tests.stream.helpers import wait_until
 from tests.helpers.registry import corrupt_weights, publish_random
 
 pytestmark = [pytest.mark.chaos, pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi,
-              pytest.mark.slow]
+              pytest.mark.slow, pytest.mark.ray]
 
 
 def test_promoted_version_with_a_bad_checksum_is_refused(kafka_bootstrap: str,

@@ -14,7 +14,7 @@ from framestream.paths import REPO
 from jobs.retrain_cron import MpirunRetrain, RetrainScheduler
 from models.registry import Registry
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.ray]
 
 
 def _args(tmp_path: Path) -> list[str]:

@@ -35,8 +35,7 @@ pytestmark = [
     # unknown CA, PLAINTEXT to a TLS port) without closing it; refusals are what this module
     # checks, and each test collects the garbage itself so no later test sees them
     pytest.mark.filterwarnings("ignore:unclosed <ssl.SSLSocket:ResourceWarning"),
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-]
+    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"), pytest.mark.ray]
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ from tests.stream.helpers import start_stream, stop_stream, wait_until
 from tests.helpers.registry import publish_random
 
 pytestmark = [pytest.mark.browser, pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi,
-              pytest.mark.slow]
+              pytest.mark.slow, pytest.mark.ray]
 HALF = 150
 
 

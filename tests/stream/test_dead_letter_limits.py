@@ -23,7 +23,7 @@ from launcher.gang import ServingGang
 from framestream.kafka_admin import admin_client, delete_topics, ensure_topics
 from tests.stream.helpers import run_stream, start_stream
 
-pytestmark = [pytest.mark.kafka]
+pytestmark = [pytest.mark.kafka, pytest.mark.ray]
 VERSION = "random-fashion_cnn"
 # etl.records' header names, spelled out so this file also runs against the code before the fix
 DLQ_SIZE, DLQ_SHA256, DLQ_TRUNCATED = "fs-dlq-value-size", "fs-dlq-value-sha256", "fs-dlq-truncated"

@@ -16,7 +16,7 @@ from models.registry import Registry
 from tests.stream.helpers import start_stream, stop_stream, wait_until
 from tests.helpers.registry import publish_random
 
-pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi, pytest.mark.slow, pytest.mark.ray]
 
 
 def test_promotion_mid_stream_switches_every_rank_once_and_loses_nothing(

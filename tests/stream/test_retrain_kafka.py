@@ -14,7 +14,7 @@ from framestream.producer import fashion_frames, mix_in, publish_frames
 from models.registry import Registry
 from tests.stream.helpers import SPARK_SUBMIT, stream_env
 
-pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi, pytest.mark.slow, pytest.mark.ray]
 
 
 def test_ranks_train_on_labeled_frames_fed_by_spark(kafka_bootstrap, new_topic, tmp_path: Path):

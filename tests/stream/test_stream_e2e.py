@@ -21,7 +21,7 @@ from mpi_workers.inference import forward
 from framestream.hostile import hostile_mix
 from tests.stream.helpers import run_stream
 
-pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.mpi, pytest.mark.slow, pytest.mark.ray]
 VERSION = "random-fashion_cnn"
 
 
