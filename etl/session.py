@@ -84,6 +84,9 @@ def spark_session(settings: SparkSettings | None = None, *, log_level: str | Non
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
+    from etl import py4j_fork
+
+    py4j_fork.install()  # before the first connection: a fork (Ray's start-up) must not cut it
     if "PYSPARK_GATEWAY_PORT" in os.environ:
         # Under spark-submit: attach to its JVM first, or SparkConf() cannot see its flags.
         SparkContext._ensure_initialized()

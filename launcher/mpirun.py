@@ -89,14 +89,21 @@ def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def die_with_parent() -> None:
-    """``preexec_fn``: the child gets SIGTERM when the process that started it dies (Linux), so
-    ranks never outlive a driver that was killed with SIGKILL."""
-    import ctypes
+def die_with_parent(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` run so that it gets SIGTERM when the thread that started it dies (Linux's
+    parent-death signal), so ranks never outlive a driver that was killed with SIGKILL.
 
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    util-linux's ``setpriv`` sets the signal and then execs ``cmd``; no Python runs in the
+    child between fork and exec. (A ``preexec_fn`` did, and CPython then tears down the other
+    threads' states in the child: py4j's connections held by those threads were closed there
+    with ``shutdown()``, which also cut the Spark driver's own sockets. See
+    ``etl/py4j_fork.py``.) Without ``setpriv`` the command runs as is."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        log.warning("setpriv (util-linux) not found: ranks may outlive a driver killed with "
+                    "SIGKILL")
+        return list(cmd)
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd]
 
 
 def mpirun_cmd(n: int, module: str, args: Sequence[str] = (), *, hostfile: Path | None = None,
@@ -272,9 +279,9 @@ def start_ranks(module: str, args: Sequence[str] = (), *, n: int | None = None,
     with contextlib.ExitStack() as files:
         out = files.enter_context(open(stdout_path, "ab"))
         err = out if stderr_path == stdout_path else files.enter_context(open(stderr_path, "ab"))
-        proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=err,
+        proc = subprocess.Popen(die_with_parent(cmd), env=full_env, stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                pass_fds=tuple(pass_fds), cwd=cwd, preexec_fn=die_with_parent)
+                                pass_fds=tuple(pass_fds), cwd=cwd)
     log.debug("mpirun pid %d: %s (run files in %s)", proc.pid, " ".join(cmd), run_dir)
     return MpiJob(cmd, proc, run_dir, stdout_path, stderr_path)
 
