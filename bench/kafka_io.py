@@ -108,16 +108,34 @@ class Publisher:
 
     def __post_init__(self) -> None:
         self.settings = ProducerSettings.load(linger_ms=5)
-        self.producer = make_producer(self.bootstrap, self.settings, max_request_bytes=4 << 20)
+        self.producer: Any = None
+        self.topic = ""
         self.keys = partition_keys(self.partitions)
         self.run = self.run or new_run_id()
 
+    def _producer_for(self, topic: str) -> Any:
+        """A producer of its own for each topic, made outside any timed window.
+
+        kafka-python 3.0.12's sender thread spins (a whole core, in ``expired_batches`` and
+        0-timeout polls) once a topic it has sent to is deleted: ``unknown_leaders_exist`` stays
+        true and it re-polls at once. The bench deletes each setting's topics, so one producer
+        kept for the whole run ate ~0.9 of a core of this 2-core machine through every timed
+        burst (seen with py-spy in the run of 2026-12-02 and, as "benchmark process", in the
+        breakdown of the run the README quoted before)."""
+        if topic != self.topic or self.producer is None:
+            self.close()
+            self.producer = make_producer(self.bootstrap, self.settings,
+                                          max_request_bytes=4 << 20)
+            self.topic = topic
+        return self.producer
+
     def send(self, fs: FrameSet, topic: str, count: int, rate: float = 0.0,
              start: int = 0) -> dict[str, Any]:
+        producer = self._producer_for(topic)
         before = results.end_offsets(self.bootstrap, topic)
         frames = fs.frames(count, self.keys, start=start, run=self.run)
         summary = publish_frames(self.bootstrap, topic, frames, rate=rate,
-                                 settings=self.settings, producer=self.producer)
+                                 settings=self.settings, producer=producer)
         if summary.failed:
             raise RuntimeError(f"publishing to {topic}: {summary.line()}")
         after = results.end_offsets(self.bootstrap, topic)
@@ -126,7 +144,9 @@ class Publisher:
                 "per_partition": {str(p): after[p] - before.get(p, 0) for p in sorted(after)}}
 
     def close(self) -> None:
-        self.producer.close(timeout=10)
+        if self.producer is not None:
+            self.producer.close(timeout=10)
+            self.producer = None
 
 
 def burst(pub: Publisher, fs: FrameSet, topic_in: str, out: Outputs, count: int,
