@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from etl.client import ClientSettings, RankClient, cached_client
+from etl.directory import DirectoryRef
 from etl.records import DEAD_LETTER, dead_letters, predictions
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class BatchContext:
     model_version: str
     spec: dict[str, Any]
     endpoints_json: str
-    endpoints_file: str
+    directory: DirectoryRef | None  # the driver's endpoint directory (etl/directory.py)
     predictions_topic: str
     dlq_topic: str
     topk: int
@@ -73,7 +74,7 @@ def classify_partition(batches: Iterator[pa.RecordBatch], ctx: BatchContext,
 
     spec = PreprocessSpec.from_dict(ctx.spec)
     limits = FrameLimits(**ctx.limits)
-    client = cached_client(ctx.endpoints_json, ctx.endpoints_file, ClientSettings(**ctx.client))
+    client = cached_client(ctx.endpoints_json, ctx.directory, ClientSettings(**ctx.client))
     held: deque[Submitted] = deque()
     for seq, batch in enumerate(batches):  # a failed task ends its Python worker: no leftovers
         if batch.num_rows:

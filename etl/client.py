@@ -7,8 +7,8 @@ flight. Every request has a deadline on this process's monotonic clock and carri
 duration (``ttl``) to the rank, which counts it on its own clock: no two hosts' wall clocks are
 ever compared. When the deadline passes, the request is re-sent to another rank, the slow rank is
 told to drop it if it still waits there (CANCEL), and the slow rank is avoided until it answers
-again. When no rank gives a useful answer, the client re-reads the endpoint set and moves to a
-newer generation (the launcher relaunched the ranks); after ``outage_timeout_s`` without a useful
+again. When no rank gives a useful answer, the client asks the driver's endpoint directory
+(:mod:`etl.directory`) for the newest set and moves to a newer generation (the launcher relaunched the ranks); after ``outage_timeout_s`` without a useful
 answer (an EXPIRED reply is none) it gives up with :class:`RanksUnavailable`, which fails the
 Spark task so Spark retries it.
 
@@ -39,6 +39,7 @@ import zmq
 
 from framestream.dispatch import (Action, Cancel, Deliver, Dispatcher, Fail, Policy, Refresh,
                                   Send, Unavailable)
+from etl.directory import DirectoryClient, DirectoryRef
 from etl.errors import RankError, RanksUnavailable  # noqa: F401  (also etl.client's API)
 from framestream.security import ClientKeys, client_keys, secure_client
 from framestream.settings import Section, section, setting
@@ -87,10 +88,15 @@ class RankClient:
     re-send, whom to avoid, when to give up) is the dispatcher's."""
 
     def __init__(self, endpoints: EndpointSet, settings: ClientSettings | None = None,
-                 refresh: Callable[[], EndpointSet | None] | None = None) -> None:
+                 refresh: Callable[[], EndpointSet | None] | None = None,
+                 directory: DirectoryRef | None = None) -> None:
+        """``refresh`` (or the driver's ``directory``) gives a newer endpoint set, if any."""
         self.settings = settings or ClientSettings.load()
-        self._refresh = refresh or (lambda: None)
         self._ctx = zmq.Context.instance()
+        self.directory = directory
+        self._directory = DirectoryClient(directory, self._ctx) if directory else None
+        self._refresh = refresh or (self._directory.latest if self._directory else
+                                    (lambda: None))
         self._ids = itertools.count()
         self._prefix = f"{os.getpid():x}-{id(self):x}-"
         self._socks: list[zmq.Socket] = []
@@ -142,6 +148,9 @@ class RankClient:
         for sock in self._socks:
             sock.close(0)
         self._socks = []
+        if self._directory is not None:
+            self._directory.close()
+            self._directory = None
 
     # -- public -------------------------------------------------------------------------------
     def submit(self, tag: Any, images: np.ndarray, version: str | None,
@@ -279,24 +288,26 @@ class RankClient:
 _clients: dict[str, RankClient] = {}  # one per Python worker process, reused across tasks
 
 
-def cached_client(endpoints_json: str, endpoints_file: str, settings: ClientSettings) -> RankClient:
-    """The executor process's client for the ranks published at ``endpoints_file``.
+def cached_client(endpoints_json: str, directory: DirectoryRef | None,
+                  settings: ClientSettings) -> RankClient:
+    """The executor process's client for the ranks of the driver whose directory is
+    ``directory`` (:mod:`etl.directory`; None: the set carried with the batch only).
 
     Spark reuses Python workers across tasks, so the sockets stay open between micro-batches.
     ``endpoints_json`` is the set the driver saw when the batch started: a newer generation than
-    the client's means the ranks were relaunched.
+    the client's means the ranks were relaunched. In the middle of a batch the client asks the
+    driver's directory, never a file: executors share no disk with the driver.
     """
     import json
 
-    from framestream import endpoints as endpoints_mod
-
     known = EndpointSet.from_dict(json.loads(endpoints_json))
-    client = _clients.get(endpoints_file)
-    if client is None or client.settings != settings:
+    key = directory.address if directory is not None else ""
+    client = _clients.get(key)
+    if client is None or client.settings != settings or client.directory != directory:
         if client is not None:
             client.close()
-        client = RankClient(known, settings, refresh=lambda: endpoints_mod.read(endpoints_file))
-        _clients[endpoints_file] = client
+        client = RankClient(known, settings, directory=directory)
+        _clients[key] = client
     elif known.generation > client.generation:
         client.reconnect(known)
     return client

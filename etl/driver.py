@@ -133,6 +133,7 @@ class StreamJob:
                               "rank_restarts": gang.restarts if gang else 0,
                               "versions": sorted(set(st.versions.values()))}), flush=True)
             web_uis.withdraw(ui_record)
+            fn.close()
             spark.stop()
         return code
 

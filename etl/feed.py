@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from etl.client import ClientSettings, cached_client
+from etl.directory import DirectoryRef
 from framestream.endpoints import EndpointSet
 from framestream.wire import Message, Op, decode, encode
 
@@ -38,7 +39,7 @@ COUNTS_DDL = "fed long, rejected long"
 class FeedContext:
     spec: dict[str, Any]
     endpoints_json: str
-    endpoints_file: str
+    directory: DirectoryRef | None  # the driver's endpoint directory (etl/directory.py)
     limits: dict[str, Any]
     client: dict[str, Any]
 
@@ -52,7 +53,7 @@ def feed_partition(batches: Iterator[pa.RecordBatch], ctx: FeedContext
 
     spec = PreprocessSpec.from_dict(ctx.spec)
     limits = FrameLimits(**ctx.limits)
-    client = cached_client(ctx.endpoints_json, ctx.endpoints_file, ClientSettings(**ctx.client))
+    client = cached_client(ctx.endpoints_json, ctx.directory, ClientSettings(**ctx.client))
     chunk = client.settings.chunk_frames
     classes = len(spec.class_names)  # 0: the spec does not say, any label >= 0 goes
     for batch in batches:
@@ -121,9 +122,12 @@ def feed(spark: "SparkSession", bootstrap: str, topic: str, offsets: dict[str, s
           .option("subscribe", topic).option("includeHeaders", "true")
           .option("startingOffsets", offsets["starting"])
           .option("endingOffsets", offsets["ending"]).load())
-    ctx = FeedContext(spec, endpoints.to_json(), endpoints_file, limits, client.model_dump())
-    row = (df.mapInArrow(partial(feed_partition, ctx=ctx), COUNTS_DDL)
-           .groupBy().sum("fed", "rejected").collect()[0])
+    from etl.directory import for_session
+
+    with for_session(spark, endpoints_file) as directory:
+        ctx = FeedContext(spec, endpoints.to_json(), directory.ref, limits, client.model_dump())
+        row = (df.mapInArrow(partial(feed_partition, ctx=ctx), COUNTS_DDL)
+               .groupBy().sum("fed", "rejected").collect()[0])
     fed, rejected = int(row[0] or 0), int(row[1] or 0)
     held = end_feed(endpoints, client=client, control_token=control_token)
     log.info("fed %d labeled frames to %d ranks (%s each), rejected %d", fed, len(held), held,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from etl.classify import BatchContext, classify_partition
 from etl.client import ClientSettings
+from etl.directory import EndpointDirectory, for_session
 from etl.pins import VersionPins, is_uri
 from etl.records import KAFKA_DEFAULT_REQUEST_BYTES, OUT_DDL
 from framestream import endpoints as endpoints_mod
@@ -89,6 +90,13 @@ class ClassifyBatches:
         self._last_good = ""                       # last serving version that passed its checksum
         self._said: tuple[Any, ...] = ()           # the last fallback logged
         self._checked: dict[Any, Exception | None] = {}  # (version, size, mtime) -> refusal
+        self.directory: EndpointDirectory | None = None  # made at the first batch
+
+    def close(self) -> None:
+        """Stop the endpoint directory (after the query stopped)."""
+        if self.directory is not None:
+            self.directory.close()
+            self.directory = None
 
     def choose_version(self) -> str:
         """The version a new micro-batch runs with: the registry's serving one if its weights pass
@@ -147,8 +155,10 @@ class ClassifyBatches:
         version = self.pins.pin(batch_id, self.choose_version)
         current = endpoints_mod.wait_for(Path(self.s.endpoints_file), self.s.endpoints_timeout_s,
                                          setting="FRAMESTREAM_STREAM_ENDPOINTS_TIMEOUT_S")
+        if self.directory is None:  # where executors on any host ask for a newer generation
+            self.directory = for_session(df.sparkSession, self.s.endpoints_file)
         ctx = BatchContext(batch_id, version, self.spec_of(version).to_dict(), current.to_json(),
-                           self.s.endpoints_file, self.kafka.predictions_topic, self.kafka.dlq_topic,
+                           self.directory.ref, self.kafka.predictions_topic, self.kafka.dlq_topic,
                            self.s.topk, self.limits, self.client.model_dump(),
                            self.max_record_bytes)
         sc = df.sparkSession.sparkContext

@@ -3,7 +3,8 @@
 After every rank has bound its ZeroMQ socket, rank 0 gathers the endpoints over MPI and writes
 them to one JSON file (atomically: temp file + rename), with a generation number that grows with
 every (re)launch. The stream driver reads it at each micro-batch and hands it to the executors;
-executors re-read it when the ranks they know stop answering. A new generation replaces the old.
+executors ask the driver for it again (:mod:`etl.directory`) when the ranks they know stop
+answering: they never read the file. A new generation replaces the old.
 
     {"generation": 3, "model_version": "v0002", "published": 1700000000.0, "job": "…",
      "ranks": [{"rank": 0, "endpoint": "tcp://127.0.0.1:40123", "host": "vm", "pid": 123,

@@ -156,6 +156,23 @@ def allowed_keys(folder: str | Path, setting: str) -> dict[bytes, str]:
     return keys
 
 
+def _public_keys(folder: Path) -> list[bytes]:
+    """The z85 public keys of the readable ``*.key`` certificates in ``folder`` (possibly none:
+    revoking the last client leaves it empty)."""
+    import zmq.auth
+
+    keys = []
+    for path in sorted(folder.glob("*.key")):
+        try:
+            public, _ = zmq.auth.load_certificate(path)
+        except (OSError, ValueError) as exc:
+            log.error("allowed client certificate %s unreadable, not allowed: %s", path, exc)
+            continue
+        if public:
+            keys.append(public)
+    return keys
+
+
 @dataclass(frozen=True)
 class ServerKeys:
     public: bytes
@@ -235,7 +252,8 @@ class PeerGuard:
 
         self.keys, self.rank, self.counter = keys, rank, counter
         self.counts = {k: 0 for k in ("accepted", "handshake_ok", "unauthorized", "bad_handshake",
-                                      "no_handshake", "disconnected")}
+                                      "no_handshake", "disconnected", "revoked")}
+        self._allowed: frozenset[bytes] = frozenset()  # z85 public keys allowed right now
         self._auth = None
         self._dir_mtime = 0.0
         self._next_reload = 0.0
@@ -278,7 +296,29 @@ class PeerGuard:
         folder = self.keys.clients_dir
         self._dir_mtime = folder.stat().st_mtime
         self._auth.configure_curve(domain=ZAP_DOMAIN, location=str(folder))
+        self._allowed = frozenset(_public_keys(folder))
         self.reloads += 1
+
+    def admits(self, frame: Any) -> bool:
+        """Whether a message received on the socket (any of its frames, read with
+        ``copy=False``) comes from a key that is allowed *now*.
+
+        ZAP checks a key once, at the handshake; a connection opened before its key was revoked
+        stays open. Its messages carry the ZAP user id (the key, z85), checked here against the
+        allowed folder as last (re)loaded, so a revocation reaches open connections within
+        :attr:`RELOAD_S`. Plain ZeroMQ (no CURVE): always True."""
+        if self._auth is None:
+            return True
+        try:
+            user = frame.get("User-Id")
+        except Exception:  # noqa: BLE001 -- a frame without metadata: not from a CURVE peer
+            user = None
+        if user is not None and user.encode() in self._allowed:
+            return True
+        self._count("revoked")
+        log.warning("rank %d refused a message from a key that is no longer allowed (%d so far)",
+                    self.rank, self.counts["revoked"])
+        return False
 
     def _count(self, what: str) -> None:
         self.counts[what] += 1

@@ -57,13 +57,25 @@ def mpirun_version() -> str:
     return m.group(1) if m else "unknown"
 
 
-#: settings ranks never use: they open no Kafka client (Kafka retraining feeds them over ZeroMQ),
-#: so the brokers' address, users and credentials stay out of their environment
-RANKS_NEVER_SEE = ("FRAMESTREAM_KAFKA_",)
+#: The framestream settings a rank reads (mpi_workers/, models/, the jobs run under mpirun):
+#: every other ``FRAMESTREAM_*`` variable stays out of mpirun's environment and out of what it
+#: exports to other nodes. Ranks open no Kafka client (Kafka retraining feeds them over ZeroMQ),
+#: hold no executor's CURVE secret, and need nothing of Spark, Ray, the cron or the status page.
+#: ``tests/unit/test_rank_settings.py`` finds every setting the rank code names and checks it is
+#: listed here. Variables outside ``FRAMESTREAM_*`` (PATH, HOME, CUDA's, OpenMPI's) pass as before.
+RANK_SECTIONS = ("FRAMESTREAM_SERVE_", "FRAMESTREAM_TRAIN_", "FRAMESTREAM_REGISTRY_",
+                 "FRAMESTREAM_KEYS_")
+RANK_NAMES = frozenset({
+    "FRAMESTREAM_STATE", "FRAMESTREAM_CACHE", "FRAMESTREAM_FASHION_MNIST_DIR",
+    "FRAMESTREAM_LOG_LEVEL", "FRAMESTREAM_MPI_RENDEZVOUS_HOST", "FRAMESTREAM_GANG_RANK_ENV",
+    "FRAMESTREAM_CONTROL_TOKEN", run_files.RUN_DIR_ENV,
+})
 
 
-def rank_must_not_see(name: str) -> bool:
-    return name.startswith(RANKS_NEVER_SEE)
+def rank_may_see(name: str) -> bool:
+    """Whether the environment variable ``name`` may reach ranks (see :data:`RANK_SECTIONS`)."""
+    return (not name.startswith("FRAMESTREAM_") or name.startswith(RANK_SECTIONS)
+            or name in RANK_NAMES)
 
 
 def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -76,7 +88,7 @@ def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """
     from framestream.wire import CONTROL_TOKEN_ENV, new_control_token
 
-    env = {k: v for k, v in os.environ.items() if not rank_must_not_see(k)}
+    env = {k: v for k, v in os.environ.items() if rank_may_see(k)}
     env.pop(CONTROL_TOKEN_ENV, None)
     if os.geteuid() == 0:
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
@@ -161,8 +173,7 @@ class GangLaunch:
         names = set(self.layout.env) | {CONTROL_TOKEN_ENV, run_files.RUN_DIR_ENV}
         if "PYTHONPATH" in os.environ:  # the user's own, as local ranks see it; never the checkout
             names.add("PYTHONPATH")
-        names |= {k for k in os.environ
-                  if k.startswith("FRAMESTREAM_") and not rank_must_not_see(k)}
+        names |= {k for k in os.environ if k.startswith("FRAMESTREAM_") and rank_may_see(k)}
         return sorted(names)
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:

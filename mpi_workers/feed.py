@@ -91,6 +91,10 @@ class FeedReceiver:
         except ProtocolError as exc:
             self._refuse(ident, 0, exc.code, exc.detail)
             return
+        if self.guard is not None and not self.guard.admits(ident):
+            self._refuse(ident, msg.id, "REVOKED", "this client's key is no longer in the rank's "
+                         "allowed set")
+            return
         try:
             self._dispatch(ident, msg)
         except Exception as exc:  # noqa: BLE001 - the rule: a message never ends the rank

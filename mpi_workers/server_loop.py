@@ -134,6 +134,10 @@ class RankServer:
         except ProtocolError as exc:
             self._refuse(ident, 0, "MALFORMED", exc.code, exc.detail)
             return None
+        if self.guard is not None and not self.guard.admits(ident):
+            self._refuse(ident, msg.id, msg.op.value, "REVOKED", "this client's key is no "
+                         "longer in the rank's allowed set")
+            return None
         try:
             return self._accept(ident, msg)
         except Exception as exc:  # noqa: BLE001 - the rule: a message never ends the rank

@@ -41,28 +41,3 @@ def test_a_gang_on_other_nodes_gets_the_token_by_name_never_on_the_command_line(
     cmd, env = launch.command("mpi_workers.serve"), launch.env()
     assert [cmd[i + 1] for i, c in enumerate(cmd) if c == "-x"].count(CONTROL_TOKEN_ENV) == 1
     assert env[CONTROL_TOKEN_ENV] and env[CONTROL_TOKEN_ENV] not in " ".join(cmd)
-
-
-def test_ranks_get_no_kafka_settings_or_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ranks open no Kafka client; the SASL password and its file stay out of mpirun's
-    environment and out of the variables exported to ranks on other nodes (issue 16)."""
-    from pathlib import Path
-
-    from launcher.layout import BundleInfo, NodeAddress, plan
-    from launcher.mpirun import GangLaunch
-
-    monkeypatch.setenv("FRAMESTREAM_KAFKA_SASL_PASSWORD", "s3cret")
-    monkeypatch.setenv("FRAMESTREAM_KAFKA_SASL_PASSWORD_FILE", "/etc/fs/kafka.pw")
-    monkeypatch.setenv("FRAMESTREAM_SERVE_MAX_BATCH", "64")  # a rank's own setting still goes
-    env = mpi_env()
-    assert not [k for k in env if k.startswith("FRAMESTREAM_KAFKA_")]
-    assert env["FRAMESTREAM_SERVE_MAX_BATCH"] == "64"
-    head, node = NodeAddress("10.1.0.1", "br0", "10.1.0.0/24"), NodeAddress("10.1.0.2", "eth0",
-                                                                          "10.1.0.0/24")
-    lay = plan([BundleInfo(0, "a", head, "h", ()), BundleInfo(1, "b", node, "n", ())], head,
-               rsh_agent="/x/agent")
-    launch = GangLaunch(lay, Path("/tmp/hf"))
-    exported = [c for c in launch.command("mpi_workers.serve")]
-    assert not [c for c in exported if "KAFKA" in c] and "s3cret" not in " ".join(exported)
-    assert "FRAMESTREAM_SERVE_MAX_BATCH" in exported
-    assert not [k for k in launch.env() if k.startswith("FRAMESTREAM_KAFKA_")]

@@ -50,9 +50,9 @@ def test_arrow_batches_are_pipelined_and_every_row_gets_its_own_answer(two_ranks
     batches = [kafka_batch(starts[i], images[i], corrupt.get(i, set())) for i in range(len(sizes))]
     settings = ClientSettings(chunk_frames=16)
     ctx = BatchContext(7, VERSION, SPEC.to_dict(), endpoint_set(1, *two_ranks).to_json(),
-                       str(tmp_path / "endpoints.json"), "predictions", "frames.dlq", 3,
+                       None, "predictions", "frames.dlq", 3,
                        FrameLimits().model_dump(), settings.model_dump())
-    client = cached_client(ctx.endpoints_json, ctx.endpoints_file, settings)
+    client = cached_client(ctx.endpoints_json, ctx.directory, settings)
     events: list[tuple[str, Any]] = []
     submit, gather = client.submit, client.gather
 
@@ -77,7 +77,7 @@ def test_arrow_batches_are_pipelined_and_every_row_gets_its_own_answer(two_ranks
         for got in classify_partition(source(), ctx):
             out.append((len(pulled), got))
     finally:
-        client_mod._clients.pop(ctx.endpoints_file).close()
+        client_mod._clients.pop("").close()
 
     # pipelined: batch k's rows are yielded only after batch k+1 was pulled and sent to the ranks
     assert [n for n, _ in out] == [2, 3, 3]

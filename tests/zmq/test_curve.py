@@ -205,6 +205,42 @@ def test_revoked_client_is_refused_without_a_restart(key_dir: Path, tmp_path: Pa
         r.stop()
 
 
+def test_revocation_reaches_a_connection_that_is_already_open(key_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """ZAP checks a key only at the handshake: a client connected before its key was revoked
+    keeps its connection, but from the reload on every message on it is refused (REVOKED)."""
+    import shutil
+
+    from etl.client import RankError
+
+    d = tmp_path / "keys"
+    shutil.copytree(key_dir, d)
+    r = CurveRank(d, reload_s=0.2)
+    try:
+        open_client = RankClient(eps(r), settings(d, "ops", request_timeout_s=5))
+        other = RankClient(eps(r), settings(d, "executors"))
+        try:
+            assert open_client.infer(images(4), VERSION)[0].shape == (4, 10)
+            assert other.infer(images(4), VERSION)[0].shape == (4, 10)
+            reloads, handshakes = r.guard.reloads, r.guard.counts["handshake_ok"]
+            keys_cli.revoke(d, "ops")
+            st = (d / "clients").stat()  # an mtime surely other than the one the rank loaded
+            os.utime(d / "clients", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+            wait_for(lambda: r.guard.reloads > reloads)
+            with pytest.raises(RankError, match="REVOKED"):
+                open_client.infer(images(4), VERSION)
+            assert r.guard.counts["revoked"] >= 1 and r.scraped("revoked") >= 1
+            assert r.guard.counts["handshake_ok"] == handshakes  # the same, open connection
+            # a key still allowed is served on, over its own open connection
+            assert other.infer(images(4), VERSION)[0].shape == (4, 10)
+        finally:
+            open_client.close()
+            other.close()
+        assert r.thread.is_alive()
+    finally:
+        r.stop()
+
+
 def test_bind_policy_network_address_needs_keys_or_insecure(key_dir: Path) -> None:
     with pytest.raises(InsecureBind, match="FRAMESTREAM_SERVE_BIND.*--insecure"):
         CurveRank(None, bind="0.0.0.0")
