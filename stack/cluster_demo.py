@@ -56,19 +56,29 @@ def _free_port(host: str) -> int:
 
 
 def _run_stream(cmd: list[str], env: dict[str, str], logfile: Path, timeout_s: float) -> int:
+    """spark-submit in a process group of its own; whatever is left of the group when it ends
+    (its Python driver, the driver's Ray and ranks) is ended too, also on timeout or Ctrl-C."""
+    from framestream.errors import DeadlineExceeded
+    from stack.spark_cluster import wait_group_gone
+
     with open(logfile, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        return proc.wait(timeout_s)
-    except BaseException:  # timeout, Ctrl-C: the driver, its JVM and its ranks go with it
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        raise
+        code = proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        raise DeadlineExceeded("python -m stack.cluster_demo", "the stream (spark-submit) to "
+                               "finish", timeout_s, "--timeout",
+                               detail=f"see {logfile}") from None
+    finally:  # the driver, its JVM, Ray and the ranks share spark-submit's group
+        for sig, grace in ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            if wait_group_gone(proc.pid, proc, grace):
+                break
+    return code
 
 
 def demo(frames: int, bad: int, timeout_s: float, extra_conf: dict[str, str]) -> int:

@@ -229,7 +229,7 @@ class SparkCluster:
             os.killpg(pid, sig)  # start_new_session: the daemon leads its own group
         except ProcessLookupError:
             return True
-        gone = _wait_group_gone(pid, self.procs.get(role), timeout_s)
+        gone = wait_group_gone(pid, self.procs.get(role), timeout_s)
         if gone:
             (self.role_home(role) / "daemon.pid").unlink(missing_ok=True)
         return gone
@@ -330,7 +330,8 @@ def event_log_hosts(folder: Path) -> tuple[set[str], Counter[str]]:
     return executors, tasks
 
 
-def _wait_group_gone(pgid: int, proc: subprocess.Popen[bytes] | None, timeout_s: float) -> bool:
+def wait_group_gone(pgid: int, proc: subprocess.Popen[bytes] | None,
+                    timeout_s: float) -> bool:
     """Until no process is left in group ``pgid`` (the daemon reaped if it is our child)."""
     deadline = time.monotonic() + timeout_s
     while True:
