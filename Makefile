@@ -6,10 +6,11 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status doctor demo test test-unit lock clean-state chaos soak
+.PHONY: help setup up down status doctor demo cluster-demo test test-unit lock clean-state chaos soak
 
 help:
 	@echo "make demo    set up, start the broker, check every engine, run the stream end to end"
+	@echo "make cluster-demo  the stream on a Spark master + 2 workers on namespace hosts (root), then down"
 	@echo "make test    set up, then run every test tier (unit, zmq, mpi, kafka, spark, ray, slow)"
 	@echo "make chaos   faults under load, long profile (broker down 20 s, 2 min fuzzing); prints the table"
 	@echo "make soak    one hour of stream + retrain/promotion every 10 min; RSS/fd slopes, PNG (SOAK_ARGS=--minutes 10)"
@@ -32,6 +33,12 @@ doctor: up
 
 demo: setup
 	@$(PY) -m jobs.demo
+
+# Root + iproute2: a Spark standalone master and 2 workers on network-namespace hosts, a Kafka
+# broker on their bridge, the stream across them (driver + ranks here), the conservation
+# summary; everything is torn down at the end, also on failure (stack/cluster_demo.py).
+cluster-demo: setup
+	@$(PY) -m stack.cluster_demo
 
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS)

@@ -116,6 +116,8 @@ class EndpointDirectory:
     def close(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
         self._thread.join(timeout_s)
+        log.info("endpoint directory at %s closed: answered %d requests, refused %d",
+                 self.ref.address, self.answered, self.refused)
 
     def __enter__(self) -> "EndpointDirectory":
         return self

@@ -94,6 +94,33 @@ def cluster(action: str) -> int:
     return 0 if all(pids.values()) else 3
 
 
+def spark(action: str) -> int:
+    from stack.spark_cluster import SparkCluster
+
+    sc = SparkCluster(state_dir() / "spark-cluster")
+    if action == "up":
+        sc.up()
+        print(f"Spark standalone cluster up: master {sc.master_url} (UI {sc.ui_url}), "
+              f"workers {', '.join(sc.worker_ips)}; state in {sc.home}. A driver on this "
+              f"machine binds the bridge's address:")
+        print(f"export FRAMESTREAM_SPARK_BIND_ADDRESS={sc.driver_ip}")
+        print(f"spark-submit --master {sc.master_url} jobs/stream_classify.py ...")
+        return 0
+    if action == "down":
+        sc.down()
+        print(f"Spark cluster stopped (logs kept in {sc.home})")
+        return 0
+    pids = sc.status()
+    try:
+        alive = sc.alive_workers()
+    except (OSError, ValueError):
+        alive = []
+    for role, pid in pids.items():
+        print(f"  {role} at {sc.ip(role)}: " + (f"running, pid {pid}" if pid else "not running"))
+    print(f"  master {sc.master_url} lists {len(alive)} ALIVE worker(s): {', '.join(alive)}")
+    return 0 if all(pids.values()) and len(alive) == sc.workers else 3
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__,
@@ -107,12 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     p_cluster = sub.add_parser("cluster", help="a 3-broker SASL_SSL Kafka cluster on "
                                                "namespace hosts")
     p_cluster.add_argument("action", choices=("up", "down", "status"))
+    p_spark = sub.add_parser("spark", help="a Spark standalone master + 2 workers on namespace "
+                                           "hosts")
+    p_spark.add_argument("action", choices=("up", "down", "status"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "up":
         return up(from_args(args, KafkaSettings).partitions)
     if args.cmd == "cluster":
         return cluster(args.action)
+    if args.cmd == "spark":
+        return spark(args.action)
     return {"down": down, "status": status, "doctor": doctor}[args.cmd]()
 
 

@@ -18,6 +18,7 @@ ENTRY_POINTS = {
     "jobs.stream_classify": "main", "jobs.produce": "main", "jobs.retrain_cron": "main",
     "jobs.retrain_kafka": "main", "jobs.demo": "main", "jobs.settings_doc": "main",
     "launcher.__main__": "main", "status.__main__": "main", "stack.__main__": "main",
+    "stack.cluster_demo": "main",
     "models.registry_cli": "run", "framestream.keys": "main",
 }
 #: modules with a ``__main__`` block that do not use the table, each with its reason
