@@ -71,6 +71,8 @@ def test_every_setting_the_rank_code_names_may_reach_the_ranks() -> None:
                         f"(add them to launcher.mpirun.RANK_SECTIONS / RANK_NAMES)"
 
 
+#: values distinctive enough that finding one in mpirun's command line means it leaked (a bare
+#: "3" is in any path like /tmp/ci3)
 SECRETS = {
     "FRAMESTREAM_KAFKA_SASL_PASSWORD": "kafka-s3cret",
     "FRAMESTREAM_CLIENT_CURVE_SECRET": "/keys/executors.key_secret",
@@ -78,9 +80,9 @@ SECRETS = {
     "FRAMESTREAM_SPARK_MASTER": "spark://m:7077",
     "FRAMESTREAM_RAY_ADDRESS": "head:6379",
     "FRAMESTREAM_CRON_SCHEDULE": "*/10 * * * *",
-    "FRAMESTREAM_STATUS_PORT": "8765",
-    "FRAMESTREAM_PRODUCER_RATE": "5",
-    "FRAMESTREAM_LAUNCHER_RETRIES": "3",
+    "FRAMESTREAM_STATUS_PORT": "48765",
+    "FRAMESTREAM_PRODUCER_RATE": "61.2573",
+    "FRAMESTREAM_LAUNCHER_RETRIES": "40961",
 }
 RANKS_OWN = {
     "FRAMESTREAM_SERVE_MAX_BATCH": "64",
